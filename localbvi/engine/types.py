@@ -1,0 +1,174 @@
+"""Plain values that cross the engine interface (and the pipe to the llama.cpp child).
+
+Everything here is a frozen dataclass of builtins so it pickles cheaply and can be shown by
+the CLI (`--json`) and the TUI alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "Alternative",
+    "DoneEvent",
+    "Event",
+    "FinishReason",
+    "GpuLayers",
+    "LoadConfig",
+    "LoadInfo",
+    "Message",
+    "Rendered",
+    "Role",
+    "Sampling",
+    "Token",
+    "TokenEvent",
+]
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+GpuLayers = int | Literal["auto"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a chat."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """How to load a model. Changing any field needs a reload."""
+
+    n_ctx: int = 4096
+    """Context window in tokens (prompt + reply)."""
+    n_threads: int | None = None
+    """CPU threads for decoding; None lets localbvi pick (physical cores)."""
+    n_gpu_layers: GpuLayers = "auto"
+    """Layers to offload: "auto" offloads all where the build supports GPU offload, else 0."""
+    seed: int = -1
+    """Default sampling seed (-1: random). A `Sampling.seed` overrides it per request."""
+    chat_template: str | None = None
+    """A Jinja chat template that replaces the one in the GGUF (the catalog's override)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters of one generation request."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    top_probs: int = 0
+    """How many alternatives (with probabilities) to report per token; 0 for none, at most 10."""
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    """Facts about a loaded model, returned by `Engine.load`."""
+
+    path: str
+    load_s: float
+    n_ctx: int
+    n_ctx_train: int
+    n_threads: int
+    n_layers: int
+    gpu_offload_supported: bool
+    n_gpu_layers: int
+    """Layers actually offloaded to the GPU (0: runs on the CPU)."""
+    chat_template: str | None
+    template_source: Literal["gguf", "override"] | None
+    bos_token: str
+    eos_token: str
+    model_name: str = ""
+
+    @property
+    def device(self) -> str:
+        """Where the model runs, in words: "CPU" or "GPU (N layers)"."""
+        if self.n_gpu_layers > 0:
+            return f"GPU ({self.n_gpu_layers}/{self.n_layers} layers)"
+        return "CPU"
+
+
+@dataclass(frozen=True)
+class Token:
+    """A token id with its text piece (special tokens shown as their text, e.g. `<bos>`)."""
+
+    id: int
+    text: str
+    special: bool = False
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The exact prompt chat mode sends: its text and its tokens."""
+
+    text: str
+    tokens: tuple[Token, ...]
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A candidate for the next token with its probability (after temperature 1 softmax)."""
+
+    text: str
+    id: int
+    prob: float
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token. `text` may be empty while a UTF-8 character is incomplete."""
+
+    text: str
+    id: int
+    alternatives: tuple[Alternative, ...] = ()
+    type: Literal["token"] = "token"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "token", "text": self.text, "id": self.id}
+        if self.alternatives:
+            out["alternatives"] = [asdict(a) for a in self.alternatives]
+        return out
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    """The last event of every generation."""
+
+    finish_reason: FinishReason
+    prompt_tokens: int = 0
+    tokens: int = 0
+    ttft_s: float = 0.0
+    tokens_per_s: float = 0.0
+    stop_detail: str = ""
+    """What stopped it, in words: "end of turn", "stop string '\\n\\n'", "max tokens"…"""
+    error: str = ""
+    load_s: float | None = None
+    type: Literal["done"] = "done"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "done",
+            "finish_reason": self.finish_reason,
+            "tokens": self.tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "ttft_s": round(self.ttft_s, 4),
+            "tokens_per_s": round(self.tokens_per_s, 2),
+            "stop_detail": self.stop_detail,
+            "load_s": None if self.load_s is None else round(self.load_s, 4),
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+Event = TokenEvent | DoneEvent

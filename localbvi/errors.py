@@ -1,0 +1,92 @@
+"""The project's own exception types.
+
+Every error a user can cause (a bad file, a broken catalog, a failed download, a prompt that
+does not fit) is one of these, with a message written for that user: what is wrong and what to
+do. The CLI and the TUI show `str(error)` and never a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CatalogError",
+    "ContextOverflowError",
+    "DownloadError",
+    "EngineCrashedError",
+    "EngineError",
+    "GGUFError",
+    "LocalbviError",
+    "ModelLoadError",
+    "OfflineError",
+    "RefError",
+    "SessionStoreError",
+    "SettingsError",
+    "TemplateError",
+]
+
+
+class LocalbviError(Exception):
+    """Base of every error localbvi reports to a user."""
+
+
+class CatalogError(LocalbviError):
+    """`models.toml` (bundled or the user's) is malformed or inconsistent."""
+
+
+class GGUFError(LocalbviError):
+    """A file is not a readable GGUF model (bad magic, truncated, absurd sizes)."""
+
+
+class RefError(LocalbviError):
+    """A model reference (path, catalog id, Hub repo or file) cannot be resolved."""
+
+
+class EngineError(LocalbviError):
+    """The inference engine refused or failed a request."""
+
+
+class ModelLoadError(EngineError):
+    """A model could not be loaded; the previous state of the engine is unchanged."""
+
+
+class EngineCrashedError(EngineError):
+    """The llama.cpp child process died (abort, segfault, OOM kill).
+
+    `log_tail` holds the last lines llama.cpp printed, which usually say why.
+    """
+
+    def __init__(self, message: str, log_tail: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class TemplateError(EngineError):
+    """Chat mode is impossible: the model has no chat template, or it failed to render."""
+
+
+class ContextOverflowError(EngineError):
+    """A prompt is longer than the context window."""
+
+    def __init__(self, prompt_tokens: int, n_ctx: int, max_tokens: int = 0) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+        self.max_tokens = max_tokens
+        super().__init__(
+            f"the prompt is {prompt_tokens} tokens but the context holds {n_ctx}: "
+            "shorten the prompt or load the model with a larger context (--ctx)"
+        )
+
+
+class DownloadError(LocalbviError):
+    """A download failed; nothing that looks like a model was left behind."""
+
+
+class OfflineError(DownloadError):
+    """A model is not on disk and the network is off or unreachable."""
+
+
+class SettingsError(LocalbviError):
+    """The settings file is malformed."""
+
+
+class SessionStoreError(LocalbviError):
+    """The sessions database cannot be read or written."""

