@@ -1,0 +1,576 @@
+"""The user's settings file: `settings.toml` in the config folder (or `$LOCALBVI_SETTINGS`).
+
+A broken file must never stop the app from starting: `load_settings()` returns the defaults
+(or every setting it could read) together with a message that names the line, the key and the
+fix. `save_settings()` writes the whole file atomically, with each setting's docstring as a
+comment so the file explains itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import inspect
+import itertools
+import math
+import os
+import re
+import tempfile
+import textwrap
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from localbvi.engine.types import GpuLayers, LoadConfig, Sampling
+from localbvi.errors import SettingsError
+from localbvi.paths import config_dir
+
+__all__ = [
+    "EngineSettings",
+    "LoadedSettings",
+    "RemoteServer",
+    "SamplingSettings",
+    "Settings",
+    "load_settings",
+    "save_settings",
+    "settings_path",
+]
+
+Mode = Literal["chat", "completion"]
+RemoteKind = Literal["base", "instruct"]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How models are loaded (the `[engine]` table). Changing these needs a reload."""
+
+    n_ctx: int = 4096
+    """Context window in tokens (prompt + reply). Larger costs memory."""
+    n_threads: int | None = None
+    """CPU threads for decoding; leave it out to let localbvi pick (the physical cores)."""
+    n_gpu_layers: GpuLayers = "auto"
+    """Layers to put on the GPU: "auto" offloads all where the build supports it, 0 for none."""
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Default sampling for new generations (the `[sampling]` table)."""
+
+    temperature: float = 0.8
+    """Randomness: 0 always picks the most likely token (same prompt, same answer)."""
+    top_p: float = 0.95
+    """Sample only from the most likely tokens whose probabilities add up to this (0-1)."""
+    top_k: int = 40
+    """Sample only from this many most likely tokens (0: no limit)."""
+    min_p: float = 0.05
+    """Drop tokens less likely than this fraction of the most likely one (0-1)."""
+    repeat_penalty: float = 1.0
+    """Above 1 discourages repeating recent tokens; 1 turns it off."""
+    max_tokens: int = 256
+    """Longest reply, in tokens."""
+    seed: int | None = None
+    """Sampling seed for reproducible runs; leave it out for a random one."""
+    top_probs: int = 0
+    """Alternatives (with probabilities) to show per token: 0 for none, at most 10."""
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    """A model served by llama-server or another OpenAI-compatible server (a `[[remote]]`)."""
+
+    name: str
+    """What localbvi calls this model (its model picker and `--model NAME` use it)."""
+    base_url: str
+    """The server's OpenAI-compatible address, e.g. "http://gpu-box:8080/v1"."""
+    model: str | None = None
+    """The model name to ask the server for; leave it out when it serves one model."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the API key (never the key itself)."""
+    kind: RemoteKind = "instruct"
+    """Either "base" (raw completion) or "instruct" (chat with the server's chat template)."""
+
+    @property
+    def ref(self) -> str:
+        """The model reference `RemoteEngine.load` takes: `base_url[#model]`."""
+        return f"{self.base_url}#{self.model}" if self.model else self.base_url
+
+    def api_key(self) -> str | None:
+        """The key from the environment variable named by `api_key_env`, if set."""
+        if not self.api_key_env:
+            return None
+        return os.environ.get(self.api_key_env) or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything in `settings.toml`. Every field has a default: an empty file is valid."""
+
+    model: str | None = None
+    """Model the app opens with (a catalog id, a path, a Hub ref or a remote name)."""
+    mode: Mode = "chat"
+    """Mode the app opens in: "chat" (the chat template) or "completion" (raw text)."""
+    theme: str = "textual-dark"
+    """The app's colour theme (any Textual theme name)."""
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    """How models are loaded."""
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    """Default sampling for new generations."""
+    keys: Mapping[str, str] = field(default_factory=dict)
+    """Key-binding overrides: action id → key, e.g. "app.quit" = "ctrl+q"."""
+    remote: tuple[RemoteServer, ...] = ()
+    """Models served by other machines."""
+
+    def to_load_config(self) -> LoadConfig:
+        """The engine's load options from these settings."""
+        return LoadConfig(
+            n_ctx=self.engine.n_ctx,
+            n_threads=self.engine.n_threads,
+            n_gpu_layers=self.engine.n_gpu_layers,
+        )
+
+    def to_sampling(self) -> Sampling:
+        """The engine's sampling options from these settings."""
+        s = self.sampling
+        return Sampling(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            max_tokens=s.max_tokens,
+            seed=s.seed,
+            top_probs=s.top_probs,
+        )
+
+    def find_remote(self, name: str) -> RemoteServer | None:
+        """The `[[remote]]` entry called `name`, if any."""
+        return next((r for r in self.remote if r.name == name), None)
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """What `load_settings` found: the settings to use and, if the file had problems, why."""
+
+    settings: Settings
+    problem: str | None
+    """One line per problem (each names the fix), or None when the file was fine or absent."""
+    path: Path
+
+
+def settings_path() -> Path:
+    """`$LOCALBVI_SETTINGS`, else `settings.toml` in the config folder."""
+    override = os.environ.get("LOCALBVI_SETTINGS")
+    return Path(override).expanduser() if override else config_dir() / "settings.toml"
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+class _Problems:
+    """Collects problems so one bad key does not hide the next."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.lines.append(f"{self.path}: {message}")
+
+
+_TYPE_WORDS: dict[str, str] = {
+    "str": "a string in quotes",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+}
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def _unknown_key(problems: _Problems, key: str, where: str, known: list[str]) -> None:
+    hint = difflib.get_close_matches(key, known, n=1)
+    fix = f"did you mean '{hint[0]}'?" if hint else f"known: {', '.join(sorted(known))}"
+    problems.add(f"unknown setting '{where}{key}' ({fix}); remove it or fix the name")
+
+
+def _check_field(cls: type[Any], name: str, value: object, where: str) -> tuple[bool, str]:
+    """Whether `value` suits the field, else a sentence saying what it must be."""
+    return _FIELD_CHECKS[cls][name](value, f"{where}{name}")
+
+
+def _want(kind: str, value: object, key: str, example: str) -> tuple[bool, str]:
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+    }[kind]
+    if ok:
+        return True, ""
+    return False, f"'{key}' must be {_TYPE_WORDS[kind]}, not {_describe(value)}: write {example}"
+
+
+def _number(
+    value: object,
+    key: str,
+    *,
+    integer: bool,
+    lo: float | None = None,
+    hi: float | None = None,
+    default: object,
+) -> tuple[bool, str]:
+    name = key.rsplit(".", 1)[-1]
+    ok, why = _want("int" if integer else "float", value, key, f"{name} = {default}")
+    if not ok:
+        return ok, why
+    assert isinstance(value, int | float)
+    if (lo is not None and value < lo) or (hi is not None and value > hi) or math.isnan(value):
+        if lo is not None and hi is not None:
+            span = f"between {lo} and {hi}"
+        elif lo is not None:
+            span = f"at least {lo}"
+        else:
+            span = f"at most {hi}"
+        return False, f"'{key}' is {value} but must be {span}: e.g. {name} = {default}"
+    return True, ""
+
+
+def _choice(value: object, key: str, choices: tuple[str, ...]) -> tuple[bool, str]:
+    if isinstance(value, str) and value in choices:
+        return True, ""
+    options = " or ".join(f'"{c}"' for c in choices)
+    return False, f"'{key}' must be {options}, not {_describe(value)}"
+
+
+def _optional_int(value: object, key: str, lo: int, example: str) -> tuple[bool, str]:
+    name = key.rsplit(".", 1)[-1]
+    ok, why = _want("int", value, key, f"{name} = {example} (or leave it out)")
+    if ok and isinstance(value, int) and value < lo:
+        return False, f"'{key}' is {value} but must be at least {lo} (or left out)"
+    return ok, why
+
+
+def _gpu_layers(value: object, key: str) -> tuple[bool, str]:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= -1):
+        return True, ""
+    return False, (
+        f"'{key}' must be \"auto\", -1 (all layers), 0 (CPU only) or a layer count, "
+        f"not {_describe(value)}"
+    )
+
+
+def _url(value: object, key: str) -> tuple[bool, str]:
+    ok, why = _want("str", value, key, 'base_url = "http://HOST:8080/v1"')
+    if ok and not re.match(r"^https?://[^/\s#]+", str(value)):
+        return False, f"'{key}' must start with http:// or https://, e.g. \"http://HOST:8080/v1\""
+    return ok, why
+
+
+def _env_name(value: object, key: str) -> tuple[bool, str]:
+    ok, why = _want("str", value, key, 'api_key_env = "MY_SERVER_KEY"')
+    if ok and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
+        return False, (
+            f"'{key}' must name an environment variable (like \"MY_SERVER_KEY\"), "
+            "not hold the key itself"
+        )
+    return ok, why
+
+
+_Check = Callable[[object, str], tuple[bool, str]]
+
+_FIELD_CHECKS: dict[type[Any], dict[str, _Check]] = {
+    Settings: {
+        "model": lambda v, k: _want("str", v, k, 'model = "gemma-3-270m"'),
+        "mode": lambda v, k: _choice(v, k, ("chat", "completion")),
+        "theme": lambda v, k: _want("str", v, k, 'theme = "textual-dark"'),
+    },
+    EngineSettings: {
+        "n_ctx": lambda v, k: _number(v, k, integer=True, lo=16, hi=1 << 22, default=4096),
+        "n_threads": lambda v, k: _optional_int(v, k, 1, "4"),
+        "n_gpu_layers": _gpu_layers,
+    },
+    SamplingSettings: {
+        "temperature": lambda v, k: _number(v, k, integer=False, lo=0, hi=5, default=0.8),
+        "top_p": lambda v, k: _number(v, k, integer=False, lo=0, hi=1, default=0.95),
+        "top_k": lambda v, k: _number(v, k, integer=True, lo=0, default=40),
+        "min_p": lambda v, k: _number(v, k, integer=False, lo=0, hi=1, default=0.05),
+        "repeat_penalty": lambda v, k: _number(v, k, integer=False, lo=0, hi=5, default=1.0),
+        "max_tokens": lambda v, k: _number(v, k, integer=True, lo=1, default=256),
+        "seed": lambda v, k: _optional_int(v, k, 0, "42"),
+        "top_probs": lambda v, k: _number(v, k, integer=True, lo=0, hi=10, default=0),
+    },
+    RemoteServer: {
+        "name": lambda v, k: _want("str", v, k, 'name = "big-model"'),
+        "base_url": _url,
+        "model": lambda v, k: _want("str", v, k, 'model = "MODEL-NAME"'),
+        "api_key_env": _env_name,
+        "kind": lambda v, k: _choice(v, k, ("base", "instruct")),
+    },
+}
+
+
+def _read_table(
+    cls: type[Any], table: Mapping[str, Any], where: str, problems: _Problems
+) -> dict[str, Any]:
+    """The valid scalar fields of `cls` found in `table`; every bad one becomes a problem."""
+    checks = _FIELD_CHECKS[cls]
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in checks:
+            _unknown_key(problems, key, where, list(checks))
+            continue
+        ok, why = _check_field(cls, key, value, where)
+        if ok:
+            out[key] = float(value) if _is_float_field(cls, key) else value
+        else:
+            problems.add(why)
+    return out
+
+
+def _is_float_field(cls: type[Any], name: str) -> bool:
+    return next(f for f in dataclasses.fields(cls) if f.name == name).type == "float"
+
+
+def _table(value: object, key: str, problems: _Problems) -> Mapping[str, Any] | None:
+    if isinstance(value, dict):
+        return value
+    problems.add(f"'{key}' must be a table ([{key}] on its own line), not {_describe(value)}")
+    return None
+
+
+def _parse(data: Mapping[str, Any], problems: _Problems) -> Settings:
+    top: dict[str, Any] = {}
+    scalars = {k: v for k, v in data.items() if k not in ("engine", "sampling", "keys", "remote")}
+    top.update(_read_table(Settings, scalars, "", problems))
+
+    if "engine" in data and (t := _table(data["engine"], "engine", problems)) is not None:
+        top["engine"] = EngineSettings(**_read_table(EngineSettings, t, "engine.", problems))
+    if "sampling" in data and (t := _table(data["sampling"], "sampling", problems)) is not None:
+        top["sampling"] = SamplingSettings(
+            **_read_table(SamplingSettings, t, "sampling.", problems)
+        )
+    if "keys" in data and (t := _table(data["keys"], "keys", problems)) is not None:
+        keys: dict[str, str] = {}
+        for action, key in t.items():
+            if isinstance(key, str) and key.strip():
+                keys[action] = key
+            else:
+                problems.add(
+                    f"'keys.{action}' must be a key name in quotes, e.g. \"ctrl+q\", "
+                    f"not {_describe(key)}"
+                )
+        top["keys"] = keys
+    if "remote" in data:
+        top["remote"] = _parse_remotes(data["remote"], problems)
+    return Settings(**top)
+
+
+def _parse_remotes(value: object, problems: _Problems) -> tuple[RemoteServer, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        problems.add("'remote' must be a list of tables: write each as [[remote]] with its keys")
+        return ()
+    out: list[RemoteServer] = []
+    names: set[str] = set()
+    for i, entry in enumerate(value, start=1):
+        where = f"remote[{i}]."
+        before = len(problems.lines)
+        fields = _read_table(RemoteServer, entry, where, problems)
+        missing = [k for k in ("name", "base_url") if k not in entry]
+        for k in missing:
+            problems.add(f"'{where}{k}' is missing: every [[remote]] needs name and base_url")
+        if len(problems.lines) > before:
+            problems.add(f"the [[remote]] number {i} is skipped until that is fixed")
+            continue
+        if fields["name"] in names:
+            problems.add(f"two [[remote]] entries are called '{fields['name']}': rename one")
+            continue
+        names.add(fields["name"])
+        out.append(RemoteServer(**fields))
+    return tuple(out)
+
+
+def load_settings(path: Path | None = None) -> LoadedSettings:
+    """Read the settings file; never raises for a bad file (defaults + a message instead)."""
+    path = path or settings_path()
+    problems = _Problems(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return LoadedSettings(Settings(), None, path)
+    except OSError as exc:
+        problems.add(f"cannot read it ({exc.strerror or exc}); using the default settings")
+        return LoadedSettings(Settings(), "\n".join(problems.lines), path)
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problems.add(
+            f"not UTF-8 text (byte {exc.start}); save it as UTF-8. Using the default settings"
+        )
+        return LoadedSettings(Settings(), "\n".join(problems.lines), path)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already ends in "(at line L, column C)".
+        problems.add(f"not valid TOML: {exc}; fix that line. Using the default settings")
+        return LoadedSettings(Settings(), "\n".join(problems.lines), path)
+    settings = _parse(data, problems)
+    if problems.lines:
+        problems.add("the settings above were ignored; everything else was applied")
+    return LoadedSettings(settings, "\n".join(problems.lines) or None, path)
+
+
+# --- saving --------------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_str(text: str) -> str:
+    """A TOML basic string: escapes what TOML requires, keeps every other character as is."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04X}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_str(key)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SettingsError(f"cannot save the number {value} in settings: use a finite one")
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_str(value)
+    raise SettingsError(f"cannot save {_describe(value)} in settings")
+
+
+def _field_docs(cls: type[Any]) -> dict[str, str]:
+    """Each field's docstring (the string under it), read from the source for comments."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return {}  # no source (a frozen app): the file is written without comments
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+# Shown commented out for settings that are unset (None), so uncommenting gives valid TOML.
+_EXAMPLES = {
+    "model": '"gemma-3-270m"',
+    "n_threads": "4",
+    "seed": "42",
+    "api_key_env": '"MY_SERVER_KEY"',
+}
+
+
+def _comment(text: str) -> list[str]:
+    return [f"# {line}" for line in textwrap.wrap(text, 96)] if text else []
+
+
+def _scalar_lines(obj: Any, skip: tuple[str, ...] = ()) -> list[str]:
+    docs = _field_docs(type(obj))
+    lines: list[str] = []
+    for f in dataclasses.fields(obj):
+        if f.name in skip:
+            continue
+        lines += _comment(docs.get(f.name, ""))
+        value = getattr(obj, f.name)
+        if value is None:
+            lines.append(f"# {f.name} = {_EXAMPLES.get(f.name, '')}")
+        else:
+            lines.append(f"{f.name} = {_toml_value(value)}")
+    return lines
+
+
+def render_settings(settings: Settings) -> str:
+    """The commented TOML text `save_settings` writes (also what a settings screen can show)."""
+    lines = [
+        "# localbvi settings. Every setting is optional: delete a line to get its default.",
+        "# If this file has a mistake, localbvi says which line and starts with the defaults.",
+        "",
+    ]
+    lines += _scalar_lines(settings, skip=("engine", "sampling", "keys", "remote"))
+    docs = _field_docs(Settings)
+    for name in ("engine", "sampling"):
+        lines += ["", *_comment(docs.get(name, "")), f"[{name}]"]
+        lines += _scalar_lines(getattr(settings, name))
+    lines += ["", *_comment(docs.get("keys", "")), "[keys]"]
+    lines += [f"{_toml_key(k)} = {_toml_str(v)}" for k, v in sorted(settings.keys.items())]
+    if not settings.remote:
+        lines += [
+            "",
+            "# A model on a bigger machine running llama-server (or any OpenAI-compatible server):",
+            "# [[remote]]",
+            '# name = "big-model"',
+            '# base_url = "http://gpu-box:8080/v1"',
+            '# kind = "instruct"',
+        ]
+    for remote in settings.remote:
+        lines += ["", *_comment(docs.get("remote", "")), "[[remote]]", *_scalar_lines(remote)]
+    return "\n".join(lines) + "\n"
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> Path:
+    """Write the settings file atomically (a temp file renamed over it); returns its path."""
+    path = path or settings_path()
+    text = render_settings(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot write the settings to {path} ({exc.strerror or exc}): "
+            "check that the folder is writable or set LOCALBVI_SETTINGS to another file"
+        ) from exc
+    return path
