@@ -22,6 +22,8 @@ __all__ = ["build_parser", "main"]
 COMMAND_MODULES = (
     "localbvi.cli.generate",  # complete, chat, render
     "localbvi.cli.inspect",  # info, models, doctor
+    "localbvi.cli.store",  # pull, models, rm, import
+    "localbvi.cli.sessions",  # sessions, export
 )
 
 

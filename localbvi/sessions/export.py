@@ -1,0 +1,117 @@
+"""A saved session as Markdown (to read or share) or JSON (to process or archive)."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from localbvi.sessions.store import SessionRecord, StoredMessage
+
+__all__ = ["EXPORT_FORMATS", "ExportFormat", "render", "to_json", "to_markdown"]
+
+ExportFormat = Literal["md", "json"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("md", "json")
+
+JSON_FORMAT_VERSION = 1
+"""Bumped when the JSON layout changes incompatibly."""
+
+_ROLE_TITLES = {
+    "system": "System",
+    "user": "User",
+    "assistant": "Assistant",
+    "base": "Base model",
+    "instruct": "Instruct model",
+}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _fence(text: str) -> str:
+    """`text` in a code fence longer than any backtick run inside it, so it stays verbatim."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _stats_line(message: StoredMessage) -> str:
+    stats = message.stats
+    parts: list[str] = []
+    if isinstance(stats.get("tokens"), int) and stats["tokens"]:
+        parts.append(f"{stats['tokens']} tokens")
+    if isinstance(stats.get("tokens_per_s"), int | float) and stats["tokens_per_s"]:
+        parts.append(f"{stats['tokens_per_s']:.1f} tokens/s")
+    if stats.get("stop_detail"):
+        parts.append(f"stopped: {stats['stop_detail']}")
+    if stats.get("error"):
+        parts.append(f"error: {stats['error']}")
+    return f"*{' · '.join(parts)}*" if parts else ""
+
+
+def to_markdown(record: SessionRecord) -> str:
+    """The session as a Markdown document: a header of facts, then each message in order.
+
+    A completion document is fenced so that raw model text shows exactly as generated.
+    """
+    lines = [
+        f"# {record.display_title}",
+        "",
+        f"- **Kind:** {record.kind}",
+        f"- **Model:** `{record.model}`",
+        f"- **Mode:** {record.mode}",
+        f"- **Started:** {_iso(record.created_at)}",
+        f"- **Last activity:** {_iso(record.updated_at)}",
+        f"- **Session:** {record.id}",
+    ]
+    if record.system:
+        lines += ["", "## System prompt", "", record.system]
+    if record.document:
+        lines += ["", "## Document", "", _fence(record.document)]
+    for message in record.messages:
+        heading = _ROLE_TITLES.get(message.role, message.role.title())
+        if message.status != "complete":
+            heading += f" ({message.status})"
+        lines += ["", f"## {heading}", "", message.content]
+        if stats := _stats_line(message):
+            lines += ["", stats]
+    lines += ["", "---", "", "*Exported from localbvi.*", ""]
+    return "\n".join(lines)
+
+
+def _record_json(record: SessionRecord) -> dict[str, Any]:
+    return {
+        "localbvi_session": JSON_FORMAT_VERSION,
+        "id": record.id,
+        "kind": record.kind,
+        "title": record.title,
+        "model": record.model,
+        "mode": record.mode,
+        "system": record.system,
+        "document": record.document,
+        "meta": record.meta,
+        "created_at": _iso(record.created_at),
+        "updated_at": _iso(record.updated_at),
+        "messages": [
+            {
+                "role": m.role,
+                "content": m.content,
+                "status": m.status,
+                "stats": m.stats,
+                "created_at": _iso(m.created_at),
+            }
+            for m in record.messages
+        ],
+    }
+
+
+def to_json(record: SessionRecord) -> str:
+    """The session as indented JSON (UTF-8 text kept as is, times in ISO 8601 UTC)."""
+    return json.dumps(_record_json(record), indent=2, ensure_ascii=False) + "\n"
+
+
+def render(record: SessionRecord, fmt: ExportFormat) -> str:
+    """The session in `fmt` ("md" or "json")."""
+    return to_json(record) if fmt == "json" else to_markdown(record)

@@ -1,0 +1,436 @@
+"""Sessions kept in SQLite: every chat, completion document and compare run, as it happens.
+
+Each finished message is committed at once (its own transaction, `synchronous=FULL` in WAL
+mode), so killing localbvi mid-reply loses only the reply being streamed; a reply the user
+cancelled is saved with status "cancelled". One connection per store, guarded by a lock, so
+the TUI's worker threads can share it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from localbvi.engine.types import DoneEvent
+from localbvi.errors import SessionStoreError
+from localbvi.paths import data_dir
+from localbvi.sessions.migrations import migrate
+
+__all__ = [
+    "MessageRole",
+    "MessageStatus",
+    "SessionKind",
+    "SessionRecord",
+    "SessionStore",
+    "SessionSummary",
+    "StoredMessage",
+    "default_db_path",
+]
+
+SessionKind = Literal["chat", "completion", "compare"]
+MessageStatus = Literal["complete", "cancelled", "error"]
+MessageRole = Literal["system", "user", "assistant", "base", "instruct"]
+"""A compare run stores its prompt as "user" and the two replies as "base" and "instruct"."""
+
+_KINDS = ("chat", "completion", "compare")
+_STATUSES = ("complete", "cancelled", "error")
+_ROLES = ("system", "user", "assistant", "base", "instruct")
+_PREVIEW_CHARS = 80
+
+
+def default_db_path() -> Path:
+    """`sessions.db` in the user's data folder."""
+    return data_dir() / "sessions.db"
+
+
+def _one_line(text: str, limit: int = _PREVIEW_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """One saved message."""
+
+    id: int
+    role: str
+    content: str
+    status: MessageStatus
+    stats: dict[str, Any]
+    """What the engine reported (tokens, tokens/s, finish reason…), as `DoneEvent.to_json`."""
+    created_at: float
+    """Unix time."""
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A whole session: enough to show it again, export it, or reopen it with its model."""
+
+    id: int
+    kind: SessionKind
+    model: str
+    mode: str
+    title: str
+    system: str
+    document: str
+    """The completion document (the text raw completion continues); "" for chats."""
+    meta: dict[str, Any]
+    created_at: float
+    updated_at: float
+    messages: tuple[StoredMessage, ...] = field(default=())
+
+    @property
+    def display_title(self) -> str:
+        """The title, else the start of the first user message or of the document."""
+        if self.title:
+            return self.title
+        first = next((m.content for m in self.messages if m.role == "user"), self.document)
+        return _one_line(first) or f"untitled {self.kind}"
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """One row of the sessions list."""
+
+    id: int
+    kind: SessionKind
+    model: str
+    mode: str
+    title: str
+    preview: str
+    """The first user message (or the document) on one line, shortened."""
+    message_count: int
+    created_at: float
+    updated_at: float
+
+    @property
+    def display_title(self) -> str:
+        """The title, else the preview."""
+        return self.title or self.preview or f"untitled {self.kind}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as plain JSON values (for `localbvi sessions --json`)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "model": self.model,
+            "mode": self.mode,
+            "title": self.display_title,
+            "messages": self.message_count,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> SessionStoreError:
+    """A message that says what to do, for the sqlite errors a user can actually hit."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return SessionStoreError(
+            f"the sessions database {path} is busy (another localbvi is writing to it): "
+            "try again in a moment"
+        )
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return SessionStoreError(
+            f"{path} is damaged or is not a sessions database ({text}): move it aside and "
+            "localbvi starts a new one"
+        )
+    if "full" in text:
+        return SessionStoreError(
+            f"no space left to save the session in {path}: free some disk space"
+        )
+    if "readonly" in text or "unable to open" in text or "permission" in text.lower():
+        return SessionStoreError(
+            f"cannot write the sessions database {path} ({text}): check the folder's "
+            "permissions or set LOCALBVI_DATA_DIR to a writable folder"
+        )
+    return SessionStoreError(f"the sessions database {path} failed: {text}")
+
+
+class SessionStore:
+    """The sessions database. Safe to share between threads; close it when done."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or default_db_path()
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SessionStoreError(
+                f"cannot create the folder for the sessions database {self.path.parent} "
+                f"({exc.strerror or exc}): set LOCALBVI_DATA_DIR to a writable folder"
+            ) from exc
+        try:
+            # Autocommit mode: every write below opens its own explicit transaction.
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+            conn = self._conn
+            conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed message survives a power cut too, not only a killed process;
+            # messages are committed once each, so the fsync is cheap.
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn)
+        except sqlite3.Error as exc:
+            self.close()
+            raise _translate(exc, self.path) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise SessionStoreError("the sessions store is closed: open a new SessionStore")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._read() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @staticmethod
+    def _missing(session_id: int) -> SessionStoreError:
+        return SessionStoreError(
+            f"there is no session {session_id}: `localbvi sessions` lists the saved ones"
+        )
+
+    # --- writing -------------------------------------------------------------------------
+
+    def create(
+        self,
+        kind: SessionKind,
+        model: str,
+        mode: str,
+        title: str = "",
+        system: str = "",
+        meta: Mapping[str, Any] | None = None,
+    ) -> SessionRecord:
+        """Start a session (saved at once, even before its first message)."""
+        if kind not in _KINDS:
+            raise SessionStoreError(f"unknown session kind {kind!r}: use one of {_KINDS}")
+        now = time.time()
+        meta_dict = dict(meta or {})
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO sessions (kind, model, mode, title, system, document, meta,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?)",
+                (kind, model, mode, title, system, json.dumps(meta_dict), now, now),
+            )
+            session_id = cur.lastrowid
+        assert session_id is not None
+        return SessionRecord(
+            id=session_id,
+            kind=kind,
+            model=model,
+            mode=mode,
+            title=title,
+            system=system,
+            document="",
+            meta=meta_dict,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def add_message(
+        self,
+        session_id: int,
+        role: MessageRole,
+        content: str,
+        *,
+        status: MessageStatus = "complete",
+        stats: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Save one finished message (committed before this returns); returns its id."""
+        if role not in _ROLES:
+            raise SessionStoreError(f"unknown message role {role!r}: use one of {_ROLES}")
+        if status not in _STATUSES:
+            raise SessionStoreError(f"unknown message status {status!r}: use one of {_STATUSES}")
+        now = time.time()
+        with self._write() as conn:
+            touched = conn.execute(
+                "UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id)
+            ).rowcount
+            if touched == 0:
+                raise self._missing(session_id)
+            cur = conn.execute(
+                "INSERT INTO messages (session_id, role, content, status, stats, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (session_id, role, content, status, json.dumps(dict(stats or {})), now),
+            )
+            message_id = cur.lastrowid
+        assert message_id is not None
+        return message_id
+
+    def add_reply(
+        self, session_id: int, content: str, done: DoneEvent, role: MessageRole = "assistant"
+    ) -> int:
+        """Save a generated reply with the status and stats its `DoneEvent` implies.
+
+        Finish reason "cancelled" saves it as cancelled, "error" as error (with the error in
+        its stats), anything else as complete.
+        """
+        status: MessageStatus
+        if done.finish_reason == "cancelled":
+            status = "cancelled"
+        elif done.finish_reason == "error":
+            status = "error"
+        else:
+            status = "complete"
+        stats = {k: v for k, v in done.to_json().items() if k != "type"}
+        return self.add_message(session_id, role, content, status=status, stats=stats)
+
+    def update_document(self, session_id: int, text: str) -> None:
+        """Replace a completion session's document (the whole text, prompt and output)."""
+        self._update(session_id, "document", text)
+
+    def set_title(self, session_id: int, title: str) -> None:
+        """Rename a session ("" shows the first message instead)."""
+        self._update(session_id, "title", title)
+
+    def _update(self, session_id: int, column: Literal["document", "title"], value: str) -> None:
+        with self._write() as conn:
+            touched = conn.execute(
+                f"UPDATE sessions SET {column} = ?, updated_at = ? WHERE id = ?",
+                (value, time.time(), session_id),
+            ).rowcount
+            if touched == 0:
+                raise self._missing(session_id)
+
+    def delete(self, session_id: int) -> None:
+        """Delete a session and its messages for good."""
+        with self._write() as conn:
+            if conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount == 0:
+                raise self._missing(session_id)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def get(self, session_id: int) -> SessionRecord:
+        """A session with all its messages, oldest first."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT id, kind, model, mode, title, system, document, meta, created_at,"
+                " updated_at FROM sessions WHERE id = ?",
+                (session_id,),
+            ).fetchone()
+            if row is None:
+                raise self._missing(session_id)
+            rows = conn.execute(
+                "SELECT id, role, content, status, stats, created_at FROM messages"
+                " WHERE session_id = ? ORDER BY id",
+                (session_id,),
+            ).fetchall()
+        messages = tuple(
+            StoredMessage(
+                id=r[0],
+                role=r[1],
+                content=r[2],
+                status=r[3],
+                stats=_json_dict(r[4]),
+                created_at=r[5],
+            )
+            for r in rows
+        )
+        return SessionRecord(
+            id=row[0],
+            kind=row[1],
+            model=row[2],
+            mode=row[3],
+            title=row[4],
+            system=row[5],
+            document=row[6],
+            meta=_json_dict(row[7]),
+            created_at=row[8],
+            updated_at=row[9],
+            messages=messages,
+        )
+
+    def list(self, search: str | None = None, limit: int = 200) -> builtins.list[SessionSummary]:
+        """Sessions, most recently active first.
+
+        `search` keeps sessions that contain every word of it (case-insensitive for ASCII)
+        somewhere: title, model, system prompt, document or any message.
+        """
+        where: builtins.list[str] = []
+        params: builtins.list[object] = []
+        for word in (search or "").split():
+            pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern += "%"
+            where.append(
+                "(s.title LIKE ? ESCAPE '\\' OR s.model LIKE ? ESCAPE '\\'"
+                " OR s.system LIKE ? ESCAPE '\\' OR s.document LIKE ? ESCAPE '\\'"
+                " OR EXISTS (SELECT 1 FROM messages m WHERE m.session_id = s.id"
+                " AND m.content LIKE ? ESCAPE '\\'))"
+            )
+            params += [pattern] * 5
+        sql = (
+            "SELECT s.id, s.kind, s.model, s.mode, s.title, s.created_at, s.updated_at,"
+            " (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id),"
+            " COALESCE((SELECT substr(m.content, 1, 400) FROM messages m"
+            "   WHERE m.session_id = s.id AND m.role = 'user' ORDER BY m.id LIMIT 1),"
+            "  substr(s.document, 1, 400))"
+            " FROM sessions s"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?"
+        )
+        params.append(max(0, limit))
+        with self._read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [
+            SessionSummary(
+                id=r[0],
+                kind=r[1],
+                model=r[2],
+                mode=r[3],
+                title=r[4],
+                created_at=r[5],
+                updated_at=r[6],
+                message_count=r[7],
+                preview=_one_line(r[8] or ""),
+            )
+            for r in rows
+        ]
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
