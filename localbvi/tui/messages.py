@@ -1,0 +1,77 @@
+"""Messages that carry results from worker threads back to the UI (posted thread-safely)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from localbvi.engine.types import DoneEvent, LoadInfo
+from localbvi.tui.services import TransferProgress
+from localbvi.tui.state import Kind
+
+__all__ = [
+    "DownloadUpdated",
+    "GenerationFinished",
+    "ModelLoadFailed",
+    "ModelLoaded",
+    "ModelLoading",
+    "OnlineChecked",
+]
+
+
+@dataclass
+class ModelLoading(Message):
+    """A model is being resolved (maybe downloaded) and loaded."""
+
+    ref: str
+    display_name: str
+
+
+@dataclass
+class ModelLoaded(Message):
+    """The engine now holds this model."""
+
+    ref: str
+    display_name: str
+    kind: Kind
+    info: LoadInfo
+
+
+@dataclass
+class ModelLoadFailed(Message):
+    """Loading failed; `restored` says whether the previous model is still loaded."""
+
+    ref: str
+    error: str
+    restored: bool
+
+
+@dataclass
+class GenerationFinished(Message):
+    """A reply or continuation ended (done, cancelled, or failed with `done.error`)."""
+
+    done: DoneEvent
+
+
+@dataclass
+class DownloadUpdated(Message):
+    """A download changed state or made progress; bursts of progress merge."""
+
+    task_id: int
+    progress: TransferProgress | None = None
+
+    def can_replace(self, message: Message) -> bool:
+        return (
+            isinstance(message, DownloadUpdated)
+            and message.task_id == self.task_id
+            and self.progress is not None
+            and message.progress is not None
+        )
+
+
+@dataclass
+class OnlineChecked(Message):
+    """Whether the Hub can be reached."""
+
+    online: bool

@@ -1,0 +1,150 @@
+"""The first screen: what base and instruct mean, the catalog as pairs, and what is on disk."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Label, OptionList, Static
+
+from localbvi.tui.services import all_models
+from localbvi.tui.state import ModelChoice
+from localbvi.tui.widgets.downloads_panel import DownloadsPanel
+from localbvi.tui.widgets.model_list import ModelList
+from localbvi.tui.widgets.pair_list import Pair, PairList
+
+if TYPE_CHECKING:
+    from localbvi.tui.app import LocalbviApp
+
+__all__ = ["WelcomeScreen"]
+
+INTRO = (
+    "A [b]base[/b] model has only learned to continue text: give it the start of a document "
+    "and it writes more of it. An [b]instruct[/b] model is the same network trained further "
+    "on conversations in a chat template, so it answers you."
+)
+
+
+class WelcomeScreen(Screen[None]):
+    """Pick or download a pair; shown when the app starts without --model."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("d", "download_pair", "Download pair", id="welcome.download_pair"),
+        Binding("enter", "open", "Open", id="welcome.open", show=True),
+        Binding("escape", "skip", "Skip", id="welcome.skip"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="welcome"):
+            yield Label("localbvi — local base vs instruct", classes="welcome-title")
+            yield Static(INTRO, id="intro")
+            yield Label("", id="offline-note")
+            yield Label(
+                "Catalog pairs — d downloads both, Enter opens the instruct one",
+                classes="section-title",
+            )
+            yield PairList(id="pairs")
+            yield DownloadsPanel(active_only=True, id="welcome-downloads")
+            yield Label("On disk — Enter opens", classes="section-title")
+            yield ModelList(id="local")
+            yield Label("", id="local-empty", classes="dialog-note")
+        yield Footer()
+
+    @property
+    def lapp(self) -> LocalbviApp:
+        return cast("LocalbviApp", self.app)
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "online", self._online_changed)
+        self.watch(self.app, "loading", self._loading_changed)
+        self.refresh_models()
+
+    def _online_changed(self, online: bool | None) -> None:
+        note = self.query_one("#offline-note", Label)
+        note.display = online is False
+        note.update("⚠ Offline: the Hub cannot be reached, so only models on disk can be opened.")
+
+    def _loading_changed(self, loading: str | None) -> None:
+        note = self.query_one("#local-empty", Label)
+        if loading:
+            note.update(f"Loading {loading}…")
+            note.display = True
+        else:
+            self._update_local_note()
+
+    @work(thread=True, exclusive=True, exit_on_error=False)
+    def refresh_models(self) -> None:
+        """List pairs and local files without blocking the first frame."""
+        app = self.lapp
+        try:
+            pairs = app.services.catalog_pairs(app.settings.n_ctx)
+            local = app.services.local_models(app.settings.n_ctx)
+            models = all_models(app.services, app.settings.n_ctx)
+        except Exception as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        on_disk = {m.ref: m.path for m in models if m.path}
+        pairs = [
+            (replace(b, path=on_disk.get(b.ref)), replace(i, path=on_disk.get(i.ref)))
+            for b, i in pairs
+        ]
+        self.app.call_from_thread(self._show, pairs, local)
+
+    def _show(self, pairs: list[Pair], local: list[ModelChoice]) -> None:
+        self.query_one(PairList).set_pairs(pairs)
+        self.query_one(ModelList).set_models(local)
+        self.query_one(ModelList).display = bool(local)
+        self._update_local_note()
+        focus = self.query_one(ModelList) if local else self.query_one(PairList)
+        focus.focus()
+
+    def _update_local_note(self) -> None:
+        note = self.query_one("#local-empty", Label)
+        empty = not self.query_one(ModelList).models
+        note.update("Nothing on disk yet: download a pair above (d)." if empty else "")
+        note.display = empty
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.action_open(event.option_list)
+
+    def action_open(self, source: OptionList | None = None) -> None:
+        widget = source or self.focused
+        if isinstance(widget, ModelList):
+            model = widget.selected_model()
+            if model is not None:
+                self.lapp.choose(model)
+        elif isinstance(widget, PairList):
+            pair = widget.selected_pair()
+            if pair is None:
+                return
+            _base, instruct = pair
+            if instruct.downloaded:
+                self.lapp.choose(instruct)
+            else:
+                self.action_download_pair()
+
+    def action_download_pair(self) -> None:
+        pair = self.query_one(PairList).selected_pair()
+        if pair is None:
+            self.notify("No catalog pair to download")
+            return
+        if self.lapp.online is False:
+            self.notify("Offline: downloads need the network", severity="warning")
+            return
+        base, instruct = pair
+        if not base.downloaded:
+            self.lapp.start_download(base)
+        if instruct.downloaded:
+            self.lapp.choose(instruct)
+        else:
+            self.lapp.start_download(instruct, then_load=True)
+
+    def action_skip(self) -> None:
+        self.app.pop_screen()

@@ -1,0 +1,158 @@
+"""Plain values the app keeps: settings, sampling presets, and model choices.
+
+Nothing here imports Textual, so a later settings file (`localbvi/settings.py`) can build an
+`AppSettings` and hand it to `make_app` without touching the UI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+from localbvi.engine.types import GpuLayers, LoadConfig, LoadInfo, Sampling
+
+__all__ = [
+    "PRESETS",
+    "AppSettings",
+    "Kind",
+    "Mode",
+    "ModelChoice",
+    "apply_preset",
+    "default_mode",
+    "kind_of",
+]
+
+Mode = Literal["chat", "completion"]
+Kind = Literal["base", "instruct"]
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Everything the user can tune in the app; sampling applies at once, loading on next load."""
+
+    preset: str = "balanced"
+    """The preset the sampling fields came from ("custom" once a field is edited)."""
+    temperature: float = 0.7
+    """Randomness; 0 always picks the most likely token."""
+    top_p: float = 0.95
+    """Sample from the smallest set of tokens whose probabilities add up to this."""
+    top_k: int = 40
+    """Sample from at most this many most-likely tokens (0: no limit)."""
+    min_p: float = 0.05
+    """Drop tokens less likely than this fraction of the most likely one."""
+    repeat_penalty: float = 1.0
+    """Above 1 discourages repeating recent tokens."""
+    max_tokens: int = 256
+    """Longest reply or continuation, in tokens."""
+    seed: int | None = None
+    """Fixed seed for repeatable sampling; None draws a new one per request."""
+    n_ctx: int = 4096
+    """Context window in tokens (prompt + reply). Applied on next load."""
+    n_threads: int | None = None
+    """CPU threads; None lets localbvi pick. Applied on next load."""
+    n_gpu_layers: GpuLayers = "auto"
+    """Layers offloaded to the GPU ("auto": all where supported). Applied on next load."""
+    system_prompt: str = ""
+    """The system message of new chats (empty: none)."""
+
+    def sampling(self) -> Sampling:
+        """The sampling request for one generation."""
+        return Sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+        )
+
+    def load_config(self, chat_template: str | None = None) -> LoadConfig:
+        """How the next model loads."""
+        return LoadConfig(
+            n_ctx=self.n_ctx,
+            n_threads=self.n_threads,
+            n_gpu_layers=self.n_gpu_layers,
+            chat_template=chat_template,
+        )
+
+    def load_fields_differ(self, other: AppSettings) -> bool:
+        """True when `other` changes something that only takes effect on the next load."""
+        return (self.n_ctx, self.n_threads, self.n_gpu_layers) != (
+            other.n_ctx,
+            other.n_threads,
+            other.n_gpu_layers,
+        )
+
+
+PRESETS: dict[str, dict[str, float | int]] = {
+    "deterministic": {
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "top_k": 1,
+        "min_p": 0.0,
+        "repeat_penalty": 1.0,
+    },
+    "balanced": {
+        "temperature": 0.7,
+        "top_p": 0.95,
+        "top_k": 40,
+        "min_p": 0.05,
+        "repeat_penalty": 1.0,
+    },
+    "creative": {
+        "temperature": 1.1,
+        "top_p": 0.98,
+        "top_k": 100,
+        "min_p": 0.02,
+        "repeat_penalty": 1.05,
+    },
+}
+"""Sampling presets; each names only sampling fields so the rest of the settings stay."""
+
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")
+
+
+def apply_preset(settings: AppSettings, name: str) -> AppSettings:
+    """`settings` with the sampling fields of preset `name`."""
+    values = PRESETS[name]
+    known = {f.name for f in fields(AppSettings)}
+    return replace(settings, preset=name, **{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model the user can pick: from the catalog, on disk, or both."""
+
+    ref: str
+    """What `resolve` takes: a catalog id[:QUANT], a Hub ref or a file path."""
+    display_name: str
+    kind: Kind | None
+    """From the catalog; None when unknown until the file is loaded."""
+    quant: str = ""
+    size: int = 0
+    path: str | None = None
+    """Local file when downloaded, else None."""
+    ram_fit: str = ""
+    """"fits", "tight" or "won't fit" for the current context size ("" when unknown)."""
+    gated: bool = False
+    source: str = "catalog"
+    """Where it was found: "catalog", "hf-cache", "demo", "imported", "file"."""
+    chat_template: str | None = None
+    """The catalog's template override, passed to the engine on load."""
+
+    @property
+    def downloaded(self) -> bool:
+        return self.path is not None
+
+
+def kind_of(catalog_kind: Kind | None, info: LoadInfo | None) -> Kind:
+    """The catalog's word wins; otherwise a model with a chat template is "instruct"."""
+    if catalog_kind is not None:
+        return catalog_kind
+    return "instruct" if info is not None and info.chat_template else "base"
+
+
+def default_mode(kind: Kind) -> Mode:
+    """Instruct models answer in chat; base models continue a document."""
+    return "chat" if kind == "instruct" else "completion"
