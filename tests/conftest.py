@@ -70,7 +70,9 @@ def gemma_instruct(gemma_base: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """Point every user folder (config, data, caches, the HF cache) at a fresh temp dir."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("LOCALBVI_CONFIG_DIR", str(home / "config"))
@@ -82,3 +84,25 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     yield home
+
+
+@pytest.fixture(scope="session")
+def base_engine(gemma_base: Path) -> Iterator[object]:
+    """One LocalEngine with the real base model, shared by the whole session."""
+    from localbvi.engine import LoadConfig, LocalEngine
+
+    engine = LocalEngine()
+    engine.load(gemma_base, LoadConfig(n_ctx=2048))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def instruct_engine(gemma_instruct: Path) -> Iterator[object]:
+    """One LocalEngine with the instruct-shaped model (Gemma chat template in its metadata)."""
+    from localbvi.engine import LoadConfig, LocalEngine
+
+    engine = LocalEngine()
+    engine.load(gemma_instruct, LoadConfig(n_ctx=2048))
+    yield engine
+    engine.close()

@@ -1,0 +1,197 @@
+"""Flags and output helpers shared by the generating commands (complete, chat, compare…)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+from localbvi.engine.types import DoneEvent, Event, LoadConfig, Sampling, TokenEvent
+
+__all__ = [
+    "add_load_flags",
+    "add_sampling_flags",
+    "emit_json",
+    "gpu_layers",
+    "load_config_from",
+    "progress_printer",
+    "sampling_from",
+    "stats_line",
+]
+
+_DEFAULTS = Sampling()
+
+
+def gpu_layers(value: str) -> int | str:
+    """`--gpu-layers auto|N` (argparse type)."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
+    if n < -1:
+        raise argparse.ArgumentTypeError("expected 'auto', -1 (all) or a number ≥ 0")
+    return n
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {n}")
+    return n
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("sampling")
+    g.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=_DEFAULTS.max_tokens,
+        help=f"most tokens to generate (default {_DEFAULTS.max_tokens})",
+    )
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=_DEFAULTS.temperature,
+        help=f"0 is deterministic (default {_DEFAULTS.temperature})",
+    )
+    g.add_argument("--top-p", type=float, default=_DEFAULTS.top_p)
+    g.add_argument("--top-k", type=int, default=_DEFAULTS.top_k)
+    g.add_argument("--min-p", type=float, default=_DEFAULTS.min_p)
+    g.add_argument("--repeat-penalty", type=float, default=_DEFAULTS.repeat_penalty)
+    g.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
+    g.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="stop when the output contains TEXT (repeatable)",
+    )
+
+
+def add_load_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = LoadConfig()
+    g = parser.add_argument_group("loading")
+    g.add_argument(
+        "--ctx",
+        type=_positive_int,
+        default=defaults.n_ctx,
+        help=f"context size in tokens (default {defaults.n_ctx})",
+    )
+    g.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads (default: the cores of this machine)",
+    )
+    g.add_argument(
+        "--gpu-layers",
+        type=gpu_layers,
+        default="auto",
+        help="layers to offload to the GPU: auto (all, where supported) or N",
+    )
+
+
+def sampling_from(args: argparse.Namespace, **overrides: Any) -> Sampling:
+    values: dict[str, Any] = {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "min_p": args.min_p,
+        "repeat_penalty": args.repeat_penalty,
+        "max_tokens": args.max_tokens,
+        "seed": args.seed,
+        "stop": tuple(args.stop),
+    }
+    values.update(overrides)
+    return Sampling(**values)
+
+
+def load_config_from(args: argparse.Namespace) -> LoadConfig:
+    return LoadConfig(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+
+
+def emit_json(obj: dict[str, Any], out: TextIO | None = None) -> None:
+    """One JSON Lines record, flushed so a reader sees it as it happens."""
+    stream = out or sys.stdout
+    stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+def stats_line(done: DoneEvent) -> str:
+    parts = [
+        f"{done.tokens} tokens",
+        f"{done.tokens_per_s:.1f} tok/s",
+        f"first token {done.ttft_s:.2f} s",
+    ]
+    if done.load_s is not None:
+        parts.append(f"load {done.load_s:.2f} s")
+    parts.append(
+        f"{done.finish_reason}: {done.stop_detail}" if done.stop_detail else done.finish_reason
+    )
+    return "[" + ", ".join(parts) + "]"
+
+
+def stream_events(
+    events: Iterator[Event],
+    *,
+    json_mode: bool,
+    load_s: float | None,
+    extra: dict[str, Any] | None = None,
+    out: TextIO | None = None,
+) -> DoneEvent:
+    """Print a generation as it happens (text or JSON Lines) and return its DoneEvent."""
+    stream = out or sys.stdout
+    done: DoneEvent | None = None
+    for event in events:
+        if isinstance(event, TokenEvent):
+            if json_mode:
+                emit_json({**event.to_json(), **(extra or {})}, stream)
+            elif event.text:
+                stream.write(event.text)
+                stream.flush()
+        else:
+            done = DoneEvent(**{**event.__dict__, "load_s": load_s})
+    if done is None:  # cannot happen with a conforming engine; never leave the caller empty
+        done = DoneEvent(finish_reason="error", error="the engine ended without a result")
+    if json_mode:
+        emit_json({**done.to_json(), **(extra or {})}, stream)
+    return done
+
+
+def progress_printer(stream: TextIO | None = None) -> Callable[[Any], None]:
+    """A download progress callback that draws one updating line on a terminal."""
+    err = stream or sys.stderr
+    tty = err.isatty()
+    last_draw = [0.0]
+    last_file = [""]
+
+    def show(p: Any) -> None:
+        now = time.monotonic()
+        finished = p.total and p.done >= p.total
+        if tty:
+            if now - last_draw[0] < 0.1 and not finished:
+                return
+            last_draw[0] = now
+            pct = 100.0 * p.done / p.total if p.total else 0.0
+            eta = f", {p.eta_s:.0f} s left" if p.eta_s is not None and not finished else ""
+            err.write(
+                f"\r{p.file}: {pct:5.1f}% {p.done / 1e6:.0f}/{p.total / 1e6:.0f} MB "
+                f"{p.speed_bps / 1e6:.1f} MB/s{eta}   "
+            )
+            if finished:
+                err.write("\n")
+            err.flush()
+        elif finished and last_file[0] != p.file:
+            last_file[0] = p.file
+            err.write(f"{p.file}: downloaded {p.total / 1e6:.0f} MB\n")
+            err.flush()
+
+    return show

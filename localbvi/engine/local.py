@@ -1,0 +1,368 @@
+"""LocalEngine: llama.cpp in a child process, driven over a pipe.
+
+The caller's process never loads llama.cpp, so an abort, segfault or OOM kill in llama.cpp
+becomes an `EngineCrashedError` carrying the child's last log lines, and the engine can load
+again. The child's stdout/stderr go to a log file (`logs()` reads it), never to the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from localbvi import errors
+from localbvi.engine.types import (
+    Alternative,
+    DoneEvent,
+    Event,
+    LoadConfig,
+    LoadInfo,
+    Message,
+    Rendered,
+    Sampling,
+    Token,
+    TokenEvent,
+)
+from localbvi.errors import EngineCrashedError, EngineError, ModelLoadError
+
+__all__ = ["LocalEngine"]
+
+_LOG_TAIL = 20
+
+
+class _Child:
+    """One llama.cpp process with its request pipe, reply reader and log file."""
+
+    def __init__(self) -> None:
+        from localbvi.engine.worker import _Channel
+
+        fd, self.log_path = tempfile.mkstemp(prefix="localbvi-llama-", suffix=".log")
+        os.close(fd)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "localbvi.engine.worker", self.log_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # the child points fd 2 at the log file itself
+            start_new_session=True,  # Ctrl-C in the terminal is the caller's to handle
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.channel = _Channel(self.process.stdout, self.process.stdin)
+        self.replies: queue.Queue[Any] = queue.Queue()
+        self._next_id = 0
+        self.current_id = -1
+        threading.Thread(target=self._read_replies, name="llama-replies", daemon=True).start()
+
+    def _read_replies(self) -> None:
+        while True:
+            try:
+                msg = self.channel.recv()
+            except (EOFError, OSError, ValueError):
+                self.replies.put(_GONE)
+                return
+            self.replies.put(msg)
+
+    def send(self, op: str, *args: Any) -> int:
+        """Send a request; returns its id (the handle `cancel` targets)."""
+        self._next_id += 1
+        self.current_id = self._next_id
+        try:
+            self.channel.send((op, self._next_id, *args))
+        except (BrokenPipeError, OSError, ValueError):
+            raise self.crashed() from None
+        return self._next_id
+
+    def cancel(self) -> None:
+        # A dead child has nothing left to cancel.
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            self.channel.send(("cancel", self.current_id))
+
+    def recv(self) -> Any:
+        msg = self.replies.get()
+        if msg is _GONE:
+            self.replies.put(_GONE)  # every later recv sees the death too
+            raise self.crashed()
+        return msg
+
+    def log_lines(self) -> list[str]:
+        try:
+            return Path(self.log_path).read_text("utf-8", errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def crashed(self) -> EngineCrashedError:
+        try:
+            code: int | None = self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            how = f"was killed ({name})"
+            if name == "SIGKILL":
+                how += ", perhaps by the system for lack of memory"
+        elif code is None:
+            how = "stopped answering"
+        else:
+            how = f"exited with code {code}"
+        tail = tuple(line for line in self.log_lines()[-_LOG_TAIL:] if line.strip())
+        last = tail[-1].strip() if tail else ""
+        message = f"the llama.cpp process {how}"
+        if last:
+            message += f"; its last log line: {last}"
+        message += ". Load the model again to continue."
+        return EngineCrashedError(message, tail)
+
+    def stop(self) -> None:
+        self.cancel()
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            self.channel.send(("shutdown", 0))
+        try:
+            self.process.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=3)
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        with contextlib.suppress(OSError):
+            os.unlink(self.log_path)
+
+
+_GONE = object()
+
+
+def _raise_reply(reply: tuple[Any, ...]) -> None:
+    """Turn the child's ("err", (type, message, extra)) into the project's exception."""
+    name, message, extra = reply[1]
+    if name == "ContextOverflowError":
+        raise errors.ContextOverflowError(extra["prompt_tokens"], extra["n_ctx"])
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.LocalbviError):
+        raise cls(message)
+    raise EngineError(message)
+
+
+class LocalEngine:
+    """The `Engine` for GGUF files on this machine (see engine/base.py for the contract)."""
+
+    def __init__(self) -> None:
+        self._child: _Child | None = None
+        self._info: LoadInfo | None = None
+        self._lock = threading.Lock()  # one request at a time on the pipe
+        self._busy = False
+        self._last_logs: list[str] = []
+
+    @property
+    def info(self) -> LoadInfo | None:
+        return self._info
+
+    @property
+    def pid(self) -> int | None:
+        """The llama.cpp child's process id (for diagnostics and tests)."""
+        return self._child.process.pid if self._child else None
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, path: str | os.PathLike[str], config: LoadConfig | None = None) -> LoadInfo:
+        config = config or LoadConfig()
+        path = str(path)
+        if not os.path.isfile(path):
+            raise ModelLoadError(
+                f"no model file at {path}: check the path or run `localbvi models`"
+            )
+        self._validate(path)
+        child = _Child()
+        try:
+            child.send("load", path, config)
+            reply = child.recv()
+        except EngineCrashedError as exc:
+            child.stop()
+            raise ModelLoadError(f"could not load {path}: {exc}") from None
+        if reply[0] != "ok":
+            lines = child.log_lines()
+            child.stop()
+            reason = next(
+                (
+                    ln.strip()
+                    for ln in reversed(lines)
+                    if "error" in ln.lower() or "failed" in ln.lower()
+                ),
+                "",
+            )
+            message = str(reply[1][1])
+            if reason and reason not in message:
+                message += f" ({reason})"
+            raise ModelLoadError(message)
+        # Only now drop the previous model: a failed load leaves it usable.
+        self._stop_child()
+        self._child = child
+        self._info = reply[1]
+        return reply[1]  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _validate(path: str) -> None:
+        """Reject files that are not GGUF before llama.cpp sees them (readable reasons)."""
+        try:
+            from localbvi.inspector import inspect_gguf
+        except ImportError:  # the inspector is optional for the engine
+            return
+        try:
+            inspect_gguf(path)
+        except errors.GGUFError as exc:
+            raise ModelLoadError(f"{path} is not a usable model: {exc}") from None
+
+    def unload(self) -> None:
+        self._stop_child()
+        self._info = None
+
+    def close(self) -> None:
+        self.unload()
+
+    def _stop_child(self) -> None:
+        if self._child is not None:
+            self._last_logs = self._child.log_lines()
+            self._child.stop()
+            self._child = None
+
+    def _require(self) -> _Child:
+        if self._child is None or self._info is None:
+            raise EngineError("no model is loaded: load one first")
+        return self._child
+
+    def _crash(self, exc: EngineCrashedError) -> EngineCrashedError:
+        """Forget the dead child (its logs stay readable) so that load works again."""
+        if self._child is not None:
+            self._last_logs = self._child.log_lines()
+            self._child.stop()
+            self._child = None
+        self._info = None
+        return exc
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _call(self, op: str, *args: Any) -> Any:
+        child = self._require()
+        with self._lock:
+            try:
+                child.send(op, *args)
+                reply = child.recv()
+            except EngineCrashedError as exc:
+                raise self._crash(exc) from None
+        if reply[0] != "ok":
+            _raise_reply(reply)
+        return reply[1]
+
+    def render(self, messages: Sequence[Message]) -> Rendered:
+        result: Rendered = self._call("render", list(messages))
+        return result
+
+    def tokenize(self, text: str) -> list[Token]:
+        result: list[Token] = self._call("tokenize", text)
+        return result
+
+    def complete(
+        self, prompt: str | Sequence[int], sampling: Sampling | None = None
+    ) -> Iterator[Event]:
+        payload: str | list[int] = prompt if isinstance(prompt, str) else list(prompt)
+        return self._stream("complete", payload, sampling or Sampling())
+
+    def chat(
+        self, messages: Sequence[Message], sampling: Sampling | None = None
+    ) -> Iterator[Event]:
+        return self._stream("chat", list(messages), sampling or Sampling())
+
+    def _stream(self, op: str, *args: Any) -> Iterator[Event]:
+        child = self._require()
+        if not self._lock.acquire(blocking=False):
+            raise EngineError("the model is already generating: wait or cancel it first")
+        finished = False
+        try:
+            try:
+                child.send(op, *args)
+                reply = child.recv()
+            except EngineCrashedError as exc:
+                raise self._crash(exc) from None
+            if reply[0] == "err":
+                finished = True
+                _raise_reply(reply)
+            while True:
+                try:
+                    msg = child.recv()
+                except EngineCrashedError as exc:
+                    finished = True
+                    raise self._crash(exc) from None
+                if msg[0] == "t":
+                    alternatives: tuple[Alternative, ...] = msg[3]
+                    yield TokenEvent(text=msg[1], id=msg[2], alternatives=alternatives)
+                elif msg[0] == "done":
+                    finished = True
+                    yield DoneEvent(**msg[1])
+                    return
+                else:  # an error after the stream started
+                    finished = True
+                    _raise_reply(msg)
+        finally:
+            if not finished and self._child is child:
+                self._drain(child)
+            self._lock.release()
+
+    def _drain(self, child: _Child) -> None:
+        """The consumer stopped early: cancel and read the rest so the pipe stays in step."""
+        child.cancel()
+        try:
+            while True:
+                msg = child.recv()
+                if msg[0] in ("done", "err"):
+                    return
+        except EngineCrashedError as exc:
+            self._crash(exc)
+
+    def cancel(self) -> None:
+        child = self._child
+        if child is not None:
+            child.cancel()
+
+    def logs(self) -> list[str]:
+        if self._child is not None:
+            return self._child.log_lines()
+        return list(self._last_logs)
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if self._child is not None:
+                self._child.stop()
+        except Exception:  # interpreter shutdown
+            pass
+
+
+def wait_for_exit(pid: int, timeout: float = 5.0) -> bool:
+    """Test helper: wait until a process id is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,91 @@
+"""Open a model by reference: the one function the CLI, the TUI and the lab use to get an engine.
+
+A reference is a path, a catalog id[:QUANT], a Hub repo or file (resolved and, unless offline,
+downloaded by the store), or the base URL of an OpenAI-compatible server (`http://…[#MODEL]`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from localbvi.engine.base import Engine
+from localbvi.engine.types import LoadConfig, LoadInfo
+
+__all__ = ["Kind", "OpenedModel", "is_remote_ref", "model_kind", "open_model"]
+
+Kind = Literal["base", "instruct"]
+
+
+@dataclass
+class OpenedModel:
+    """A loaded engine with what we know about the model behind it."""
+
+    engine: Engine
+    info: LoadInfo
+    ref: str
+    display_name: str
+    kind: Kind
+    """From the catalog when the model is in it, else from the presence of a chat template."""
+    resolved: Any = None
+    """The store's ResolvedModel for local models (None for remote ones)."""
+
+
+def is_remote_ref(ref: str) -> bool:
+    return ref.startswith(("http://", "https://"))
+
+
+def model_kind(catalog_kind: str | None, info: LoadInfo) -> Kind:
+    """Base or instruct: the catalog knows; otherwise a GGUF chat template means instruct."""
+    if catalog_kind in ("base", "instruct"):
+        return catalog_kind  # type: ignore[return-value]
+    if info.template_source == "gguf":
+        return "instruct"
+    return "base"
+
+
+def open_model(
+    ref: str,
+    config: LoadConfig | None = None,
+    *,
+    engine: Engine | None = None,
+    on_progress: Callable[[Any], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> OpenedModel:
+    """Resolve `ref` (downloading it if needed) and load it into `engine` (a new one if None)."""
+    config = config or LoadConfig()
+    if is_remote_ref(ref):
+        from localbvi.engine.remote import RemoteEngine, parse_remote_ref
+
+        base_url, model = parse_remote_ref(ref)
+        remote = engine if engine is not None else RemoteEngine(base_url, model)
+        info = remote.load(ref, config)
+        return OpenedModel(
+            engine=remote,
+            info=info,
+            ref=ref,
+            display_name=info.model_name or ref,
+            kind=model_kind(None, info),
+        )
+
+    from localbvi.store.refs import resolve
+
+    resolved = resolve(ref, on_progress=on_progress, cancel=cancel)
+    entry = resolved.entry
+    if entry is not None and entry.chat_template and not config.chat_template:
+        config = replace(config, chat_template=entry.chat_template)
+    if engine is None:
+        from localbvi.engine.local import LocalEngine
+
+        engine = LocalEngine()
+    info = engine.load(str(resolved.path), config)
+    return OpenedModel(
+        engine=engine,
+        info=info,
+        ref=ref,
+        display_name=resolved.display_name or info.model_name,
+        kind=model_kind(resolved.kind, info),
+        resolved=resolved,
+    )
