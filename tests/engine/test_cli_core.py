@@ -1,0 +1,161 @@
+"""The headless CLI contract, run as a real process: output, JSON Lines, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GEMMA_RENDERED = (
+    "<bos><start_of_turn>user\nBe helpful.\n\nHello<end_of_turn>\n<start_of_turn>model\n"
+)
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "localbvi", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def assert_one_readable_error(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert proc.stderr.startswith("localbvi: error: "), proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_complete_json_lines(gemma_base: Path) -> None:
+    proc = cli(
+        "complete",
+        "-m",
+        str(gemma_base),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "--json",
+        "What is 2+2?",
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    *tokens, done = records
+    assert all(r["type"] == "token" and isinstance(r["text"], str) for r in tokens)
+    assert done["type"] == "done"
+    assert done["finish_reason"] == "length"
+    assert done["tokens"] == 8 == len([r for r in tokens if r["id"] >= 0])
+    assert done["ttft_s"] > 0 and done["tokens_per_s"] > 0 and done["load_s"] > 0
+    assert "2+2" in "".join(r["text"] for r in tokens)
+
+
+def test_complete_text_streams_to_stdout_and_stats_to_stderr(gemma_base: Path) -> None:
+    proc = cli(
+        "complete",
+        "-m",
+        str(gemma_base),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+        "--stop",
+        "?",
+        "What is 2+2?",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "What is 2+2"
+    assert "tok/s" in proc.stderr and "stop string '?'" in proc.stderr
+
+
+def test_render_prints_exactly_the_prompt(gemma_instruct: Path) -> None:
+    proc = cli("render", "-m", str(gemma_instruct), "--system", "Be helpful.", "Hello")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == GEMMA_RENDERED
+    assert "tokens of" in proc.stderr
+
+
+def test_chat_one_reply_and_interactive_loop(gemma_instruct: Path) -> None:
+    proc = cli(
+        "chat",
+        "-m",
+        str(gemma_instruct),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+        "--json",
+        "Say hello.",
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert records[-1]["type"] == "done"
+    assert "<end_of_turn>" not in "".join(r.get("text", "") for r in records)
+
+    proc = cli(
+        "chat",
+        "-m",
+        str(gemma_instruct),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "6",
+        stdin="Hello\nHow are you?\n/exit\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("tok/s") == 2  # two replies
+
+
+def test_chat_on_a_base_model_is_one_clear_error(gemma_base: Path) -> None:
+    proc = cli("chat", "-m", str(gemma_base), "Hello")
+    assert proc.returncode == 1
+    assert_one_readable_error(proc)
+    assert "no chat template" in proc.stderr
+
+    proc = cli("chat", "-m", str(gemma_base), "--json", "Hello")
+    assert proc.returncode == 1
+    record = json.loads(proc.stdout)
+    assert record["type"] == "error" and "no chat template" in record["message"]
+
+
+def test_info_json_and_corrupt_file(gemma_base: Path, tmp_path: Path) -> None:
+    proc = cli("info", str(gemma_base), "--json")
+    assert proc.returncode == 0, proc.stderr
+    facts = json.loads(proc.stdout)
+    assert facts["architecture"] == "gemma3"
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 40)
+    proc = cli("info", str(bad))
+    assert proc.returncode == 1
+    assert_one_readable_error(proc)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("complete", "Hi"),  # no model
+        ("complete", "-m", "x.gguf", "--gpu-layers", "lots", "Hi"),
+        ("complete", "-m", "x.gguf", "--max-tokens", "0", "Hi"),
+        ("frobnicate",),
+    ],
+)
+def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "--help" in proc.stderr
+
+
+def test_missing_model_file_exits_1() -> None:
+    proc = cli("complete", "-m", "/no/such/model.gguf", "Hi")
+    assert proc.returncode == 1
+    assert_one_readable_error(proc)
+
+
+def test_doctor_reports_offload() -> None:
+    proc = cli("doctor")
+    assert proc.returncode == 0, proc.stderr
+    assert "GPU offload" in proc.stdout and "llama-cpp-python" in proc.stdout
