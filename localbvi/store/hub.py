@@ -23,13 +23,14 @@ import errno
 import hashlib
 import http.client
 import os
+import queue
 import shutil
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -80,10 +81,6 @@ ProgressCallback = Callable[[Progress], None]
 
 class DownloadCancelledError(DownloadError):
     """The download was cancelled; the partial file stays (not as a model) for a later resume."""
-
-
-class _Writer(Protocol):
-    def __call__(self, f: IO[bytes], data: memoryview) -> None: ...
 
 
 def _write_chunk(f: IO[bytes], data: memoryview) -> None:
@@ -199,23 +196,23 @@ def _token() -> str | None:
     return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
 
 
-def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadError:
-    """A huggingface_hub or network error as a message that says what to do."""
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+def _status_and_code(exc: BaseException) -> tuple[int | None, str | None]:
+    """HTTP status and the Hub's `X-Error-Code`, from urllib's or huggingface_hub's errors."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code, exc.headers.get("X-Error-Code")
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    headers = getattr(response, "headers", None)
+    code = headers.get("X-Error-Code") if headers is not None else None
+    return (status if isinstance(status, int) else None), code
 
+
+def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadError:
+    """An HTTP or network error as a message that says what to do."""
     endpoint = hub_endpoint()
     what = f"{repo}/{filename}" if filename else repo
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(exc, urllib.error.HTTPError):
-        status = exc.code
-    if isinstance(exc, GatedRepoError) or status in (401, 403):
+    status, code = _status_and_code(exc)
+    if code == "GatedRepo" or (status in (401, 403) and code != "RepoNotFound"):
         token_hint = (
             "HF_TOKEN is set but has no access: check it is a read token of the account "
             "that accepted the licence"
@@ -227,23 +224,24 @@ def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadE
             f"{repo} is gated: accept its licence at {endpoint}/{repo} while logged in, "
             f"{token_hint}"
         )
-    if isinstance(exc, RemoteEntryNotFoundError):
+    if code == "EntryNotFound":
         return DownloadError(
             f"{repo} has no file '{filename}' on the Hub; check the name at "
             f"{endpoint}/{repo}/tree/main"
         )
-    if isinstance(exc, RevisionNotFoundError):
+    if code == "RevisionNotFound":
         return DownloadError(f"{repo} has no such revision; check the branch or commit")
-    if isinstance(exc, RepositoryNotFoundError) or status == 404:
+    if code == "RepoNotFound" or status == 404:
         return DownloadError(
             f"repository {repo} was not found on {endpoint}: check the spelling "
             "(org/name); if it is private, set HF_TOKEN to a token that can read it"
         )
-    if isinstance(exc, OfflineModeIsEnabled):
+    if type(exc).__name__ == "OfflineModeIsEnabled":
         return OfflineError(f"{what} is not on disk and offline mode is on (HF_HUB_OFFLINE=1)")
-    if isinstance(exc, HfHubHTTPError) or status is not None:
+    if status is not None:
         return DownloadError(
-            f"the Hub answered {status} for {what}; try again later (see https://status.huggingface.co)"
+            f"the Hub answered {status} for {what}; try again later "
+            "(see https://status.huggingface.co)"
         )
     return OfflineError(
         f"cannot reach {endpoint} ({type(exc).__name__}: {exc}): you seem to be offline, "
@@ -283,38 +281,79 @@ class _Remote:
     same_host: bool
 
 
-def _metadata(repo: str, filename: str, revision: str) -> _Remote:
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """HEAD must see the Hub's redirect itself: its headers carry the LFS file's metadata."""
 
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _metadata(repo: str, filename: str, revision: str) -> _Remote:
+    """HEAD the file like `huggingface_hub.get_hf_file_metadata`, with the standard library.
+
+    Importing huggingface_hub and its HTTP stack costs ~0.5-1 s per process, a third of a
+    253 MB download on loopback; it is imported only for Xet files and repo listings.
+    """
     endpoint = hub_endpoint()
-    url = hf_hub_url(repo, filename, revision=revision, endpoint=endpoint)
-    try:
-        meta = get_hf_file_metadata(url, token=_token(), endpoint=endpoint)
-    except _hub_errors() as exc:
-        raise _translate(exc, repo, filename) from exc
-    if not meta.commit_hash or not meta.etag:
+    url = (
+        f"{endpoint}/{repo}/resolve/{urllib.parse.quote(revision, safe='')}/"
+        f"{urllib.parse.quote(filename)}"
+    )
+    opener = urllib.request.build_opener(_NoRedirect)
+    headers = _headers(with_auth=True)
+    location = url
+    for _hop in range(5):
+        request = urllib.request.Request(location, headers=headers, method="HEAD")
+        try:
+            with opener.open(request, timeout=TIMEOUT_S) as response:
+                answer = response.headers
+                break
+        except urllib.error.HTTPError as exc:
+            target = exc.headers.get("Location")
+            if exc.code in (301, 302, 303, 307, 308) and target:
+                answer = exc.headers
+                next_url = urllib.parse.urljoin(location, target)
+                same = urllib.parse.urlsplit(next_url).netloc == urllib.parse.urlsplit(url).netloc
+                if answer.get("X-Linked-Etag") or answer.get("X-Linked-Size") or not same:
+                    location = next_url  # an LFS file on a CDN: GET it there, without auth
+                    break
+                location = next_url  # a renamed repo on the Hub itself: ask again there
+                continue
+            raise _translate(exc, repo, filename) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise _translate(exc, repo, filename) from exc
+    else:
+        raise DownloadError(f"too many redirects for {repo}/{filename}; check HF_ENDPOINT")
+    etag = answer.get("X-Linked-Etag") or answer.get("ETag")
+    commit = answer.get("X-Repo-Commit")
+    size = answer.get("X-Linked-Size") or answer.get("Content-Length")
+    if not commit or not etag:
         raise DownloadError(
             f"{endpoint} did not answer like the Hugging Face Hub for {repo}/{filename} "
             "(no commit or ETag header); check HF_ENDPOINT and any proxy"
         )
-    same_host = urllib.parse.urlsplit(meta.location).netloc == urllib.parse.urlsplit(url).netloc
+    same_host = urllib.parse.urlsplit(location).netloc == urllib.parse.urlsplit(url).netloc
     return _Remote(
-        url=meta.location,
-        etag=meta.etag,
-        commit=meta.commit_hash,
-        size=meta.size,
-        xet=meta.xet_file_data is not None,
+        url=location,
+        etag=etag.removeprefix("W/").strip('"'),
+        commit=commit,
+        size=int(size) if size and size.isdigit() else None,
+        xet=answer.get("X-Xet-Hash") is not None,
         same_host=same_host,
     )
 
 
 def _headers(with_auth: bool) -> dict[str, str]:
-    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+    """What huggingface_hub sends (a user agent, the token), without importing it."""
+    from localbvi import __version__
 
-    headers: dict[str, str] = dict(build_hf_headers(token=_token() if with_auth else False))
-    if not with_auth:
-        headers.pop("authorization", None)
-    headers["Accept-Encoding"] = "identity"
+    headers = {
+        "User-Agent": f"localbvi/{__version__}; hf_hub/compatible",
+        "Accept-Encoding": "identity",
+    }
+    token = _token()
+    if with_auth and token:
+        headers["Authorization"] = f"Bearer {token}"
     return headers
 
 
@@ -373,13 +412,11 @@ def fetch(
     if remote.xet:
         return _xet_download(repo, filename, remote, on_progress, cancel), remote.commit
 
-    from huggingface_hub.utils import WeakFileLock  # type: ignore[attr-defined]
-
     lock = folder.parent / ".locks" / folder.name / f"{remote.etag}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     (folder / "blobs").mkdir(parents=True, exist_ok=True)
     (folder / "snapshots").mkdir(parents=True, exist_ok=True)
-    with WeakFileLock(lock):
+    with _file_lock(lock):
         if not (blob.is_file() and (remote.size is None or blob.stat().st_size == remote.size)):
             incomplete = blob.with_name(blob.name + ".incomplete")
             _http_download(repo, remote, filename, incomplete, on_progress, cancel)
@@ -388,6 +425,23 @@ def fetch(
         _link(blob, pointer)
         _write_ref(folder, revision, remote.commit)
     return pointer, remote.commit
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """The lock `hf_hub_download` takes for the same blob (flock on the same file), so two
+    processes never write one blob; where flock does not exist we go without."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks in the standard library
+        yield
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _check_filename(filename: str) -> None:
@@ -477,87 +531,74 @@ def _http_download(
                 "removes models) or point HF_HUB_CACHE at a bigger disk"
             )
 
-    hasher = _new_hasher(remote.etag, total)
-    _hash_prefix(hasher, incomplete)
     headers = _headers(with_auth=remote.same_host)
     meter = _Meter(on_progress, filename, total or 0, have)
     meter.update(have, force=True)
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
     attempts = 0
-    write: _Writer = _write_chunk
+    digest: str | None = None
     try:
         with incomplete.open("ab") as f:
-            while total is None or have < total:
-                if cancel is not None and cancel.is_set():
-                    raise DownloadCancelledError(
-                        f"download of {filename} cancelled at {_mb(have)}; "
-                        "pulling it again resumes from there"
-                    )
-                request_headers = dict(headers)
-                if have:
-                    request_headers["Range"] = f"bytes={have}-"
-                try:
-                    with _open(remote.url, request_headers) as response:
-                        if have and response.status != 206:
-                            # The server ignored Range: start over rather than append twice.
-                            f.truncate(0)
-                            have = 0
-                            hasher = _new_hasher(remote.etag, total)
-                        if total is None:
-                            total = int(response.headers.get("Content-Length") or 0) + have
-                            meter.total = total
-                        while True:
-                            if cancel is not None and cancel.is_set():
-                                break
-                            n = response.readinto(view)
-                            if not n:
-                                break
-                            chunk = view[:n]
-                            try:
-                                write(f, chunk)
-                            except OSError as exc:
-                                raise _WriteError(exc.errno, exc.strerror) from exc
-                            if hasher is not None:
-                                hasher.update(chunk)
-                            have += n
-                            meter.update(have)
-                            attempts = 0
-                except urllib.error.HTTPError as exc:
-                    if exc.code == 416 and have:  # our partial is not a prefix of this file
-                        f.truncate(0)
-                        have = 0
-                        hasher = _new_hasher(remote.etag, total)
-                        continue
-                    raise _translate(exc, repo, filename) from exc
-                except (OSError, http.client.HTTPException) as exc:
-                    if isinstance(exc, _WriteError):
-                        raise
-                    attempts += 1
-                    if attempts >= MAX_ATTEMPTS:
-                        raise DownloadError(
-                            f"the connection kept dropping while downloading {filename} "
-                            f"({_mb(have)} of {_mb(total or 0)} kept); run the same command "
-                            f"again to resume ({type(exc).__name__}: {exc})"
-                        ) from exc
-                    time.sleep(min(0.2 * 2**attempts, 5.0))
-                    continue
-                if cancel is not None and cancel.is_set():
-                    continue  # raises at the top of the loop
-                if total is not None and have < total:
-                    attempts += 1  # the body ended early: resume with Range
-                    if attempts >= MAX_ATTEMPTS:
-                        raise DownloadError(
-                            f"the server kept closing the connection early for {filename}; "
-                            "run the same command again to resume"
-                        )
-                    continue
-                break
+            sink = _Sink(f, incomplete, remote.etag, total)
             try:
-                f.flush()
-                os.fsync(f.fileno())  # a rename after a crash must never expose a torn blob
-            except OSError as exc:
-                raise _WriteError(exc.errno, exc.strerror) from exc
+                while total is None or have < total:
+                    if cancel is not None and cancel.is_set():
+                        raise DownloadCancelledError(
+                            f"download of {filename} cancelled at {_mb(have)}; "
+                            "pulling it again resumes from there"
+                        )
+                    request_headers = dict(headers)
+                    if have:
+                        request_headers["Range"] = f"bytes={have}-"
+                    try:
+                        with _open(remote.url, request_headers) as response:
+                            if have and response.status != 206:
+                                # The server ignored Range: start over, never append twice.
+                                sink.restart()
+                                have = 0
+                            if total is None:
+                                total = int(response.headers.get("Content-Length") or 0) + have
+                                meter.total = total
+                                sink.size = total
+                            while not (cancel is not None and cancel.is_set()):
+                                buffer = memoryview(bytearray(CHUNK))
+                                n = response.readinto(buffer)
+                                if not n:
+                                    break
+                                sink.put(buffer[:n])
+                                have += n
+                                meter.update(have)
+                                attempts = 0
+                    except urllib.error.HTTPError as exc:
+                        if exc.code == 416 and have:  # our partial is not a prefix of this file
+                            sink.restart()
+                            have = 0
+                            continue
+                        raise _translate(exc, repo, filename) from exc
+                    except (OSError, http.client.HTTPException) as exc:
+                        if isinstance(exc, _WriteError):
+                            raise
+                        attempts += 1
+                        if attempts >= MAX_ATTEMPTS:
+                            raise DownloadError(
+                                f"the connection kept dropping while downloading {filename} "
+                                f"({_mb(have)} of {_mb(total or 0)} kept); run the same "
+                                f"command again to resume ({type(exc).__name__}: {exc})"
+                            ) from exc
+                        time.sleep(min(0.2 * 2**attempts, 5.0))
+                        continue
+                    if cancel is not None and cancel.is_set():
+                        continue  # raises at the top of the loop
+                    if total is not None and have < total:
+                        attempts += 1  # the body ended early: resume with Range
+                        if attempts >= MAX_ATTEMPTS:
+                            raise DownloadError(
+                                f"the server kept closing the connection early for {filename}; "
+                                "run the same command again to resume"
+                            )
+                        continue
+                    break
+            finally:
+                digest = sink.finish()
     except _WriteError as exc:
         freed = incomplete.stat().st_size if incomplete.exists() else 0
         incomplete.unlink(missing_ok=True)
@@ -579,15 +620,99 @@ def _http_download(
             f"{filename}: the server sent {_mb(have)} but announced {_mb(total)}; the bytes "
             "were deleted, try again"
         )
-    if hasher is not None:
-        digest = hasher.hexdigest()
-        if digest != remote.etag:
-            incomplete.unlink(missing_ok=True)
-            raise DownloadError(
-                f"{filename} failed verification: its hash is {digest[:12]}… but the Hub "
-                f"says {remote.etag[:12]}…; the damaged bytes were deleted. Try again; if it "
-                "repeats, a proxy or the disk is corrupting data"
-            )
+    if digest is not None and digest != remote.etag:
+        incomplete.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{filename} failed verification: its hash is {digest[:12]}… but the Hub "
+            f"says {remote.etag[:12]}…; the damaged bytes were deleted. Try again; if it "
+            "repeats, a proxy or the disk is corrupting data"
+        )
+
+
+class _Sink:
+    """Writes chunks to the partial file while other threads hash and flush them to disk.
+
+    hashlib and fdatasync release the GIL, so on two cores hashing and disk writeback overlap
+    with receiving instead of adding to it (sha256 alone costs ~1 s/GB here).
+    """
+
+    SYNC_EVERY = 64 << 20
+    """Bytes between background fdatasync calls, so the final fsync has little left to do."""
+
+    def __init__(self, f: IO[bytes], path: Path, etag: str, size: int | None) -> None:
+        self.f = f
+        self.path = path
+        self.etag = etag
+        self.size = size
+        self.hasher = _new_hasher(etag, size)
+        _hash_prefix(self.hasher, path)
+        self.queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=64)
+        self.hash_thread = threading.Thread(target=self._hash_loop, daemon=True)
+        self.hash_thread.start()
+        self.unsynced = 0
+        self.sync_wanted = threading.Event()
+        self.sync_error: OSError | None = None
+        self.closing = False
+        self.sync_thread = threading.Thread(target=self._sync_loop, daemon=True)
+        self.sync_thread.start()
+
+    def _hash_loop(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            if self.hasher is not None:
+                self.hasher.update(chunk)
+
+    def _sync_loop(self) -> None:
+        while True:
+            self.sync_wanted.wait()
+            self.sync_wanted.clear()
+            if self.closing:
+                return
+            try:
+                os.fdatasync(self.f.fileno())
+            except OSError as exc:
+                self.sync_error = exc
+
+    def put(self, chunk: memoryview) -> None:
+        if self.sync_error is not None:
+            raise _WriteError(self.sync_error.errno, self.sync_error.strerror)
+        try:
+            _write_chunk(self.f, chunk)
+        except OSError as exc:
+            raise _WriteError(exc.errno, exc.strerror) from exc
+        self.queue.put(chunk)
+        self.unsynced += len(chunk)
+        if self.unsynced >= self.SYNC_EVERY:
+            self.unsynced = 0
+            try:
+                self.f.flush()
+            except OSError as exc:
+                raise _WriteError(exc.errno, exc.strerror) from exc
+            self.sync_wanted.set()
+
+    def restart(self) -> None:
+        """Drop what was written (the server would not resume): hash from zero again."""
+        self.queue.put(None)
+        self.hash_thread.join()
+        self.f.truncate(0)
+        self.hasher = _new_hasher(self.etag, self.size)
+        self.hash_thread = threading.Thread(target=self._hash_loop, daemon=True)
+        self.hash_thread.start()
+
+    def finish(self) -> str | None:
+        """Stop the helpers, make the bytes durable, and return the hash of the whole file."""
+        self.queue.put(None)
+        self.hash_thread.join()
+        self.closing = True
+        self.sync_wanted.set()
+        self.sync_thread.join()
+        try:
+            self.f.flush()
+            os.fsync(self.f.fileno())  # a rename after a crash must never expose a torn blob
+        except OSError as exc:
+            raise _WriteError(exc.errno, exc.strerror) from exc
+        if self.sync_error is not None:
+            raise _WriteError(self.sync_error.errno, self.sync_error.strerror)
+        return self.hasher.hexdigest() if self.hasher is not None else None
 
 
 class _WriteError(OSError):

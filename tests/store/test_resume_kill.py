@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from huggingface_hub import scan_cache_dir
 from hubserver import HubServer, sha256_of
+from huggingface_hub import scan_cache_dir
 
 from localbvi.cli import main
 
