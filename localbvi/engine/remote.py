@@ -290,8 +290,10 @@ class RemoteEngine:
         self._seed = -1
         self._busy = threading.Lock()
         self._cancel = threading.Event()
-        self._conn_lock = threading.Lock()
-        self._conn: http.client.HTTPConnection | None = None
+        self._sock_lock = threading.Lock()
+        # The running stream's socket. Kept apart from its HTTPConnection, which drops its
+        # reference once a response that ends with the connection (no keep-alive) arrives.
+        self._sock: socket.socket | None = None
         self._logs: collections.deque[str] = collections.deque(maxlen=1000)
         # Learned from the server as we go (None: not asked yet).
         self._minimal: bool = False  # it rejected llama.cpp's sampling fields or logprobs
@@ -391,22 +393,22 @@ class RemoteEngine:
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Send a request; a stream's connection is registered so that cancel() can cut it."""
         conn = self._target.connect(self._connect_timeout)
-        if stream:
-            with self._conn_lock:
-                self._conn = conn
         body = json.dumps(payload).encode() if payload is not None else None
         started = time.monotonic()
         try:
             conn.connect()
-            if stream and self._cancel.is_set():
-                self._forget(conn)
-                raise _Cancelled
             assert conn.sock is not None
             conn.sock.settimeout(timeout)
+            if stream:
+                with self._sock_lock:
+                    self._sock = conn.sock
+                if self._cancel.is_set():  # cancelled while connecting
+                    self._forget(conn, stream=True)
+                    raise _Cancelled
             conn.request(method, path, body=body, headers=self._headers(body is not None))
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
-            self._forget(conn)
+            self._forget(conn, stream=stream)
             if stream and self._cancel.is_set():
                 raise _Cancelled from None
             self._log(f"{method} {path} failed: {exc!r}")
@@ -414,10 +416,19 @@ class RemoteEngine:
         self._log(f"{method} {path} → {resp.status} ({time.monotonic() - started:.2f} s)")
         return conn, resp
 
-    def _forget(self, conn: http.client.HTTPConnection) -> None:
-        with self._conn_lock:
-            if self._conn is conn:
-                self._conn = None
+    def _forget(
+        self,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse | None = None,
+        *,
+        stream: bool = False,
+    ) -> None:
+        """Close a request's connection (and response); a stream's socket is unregistered."""
+        if stream:
+            with self._sock_lock:
+                self._sock = None
+        if resp is not None:
+            resp.close()
         conn.close()
 
     def _request_json(
@@ -430,7 +441,7 @@ class RemoteEngine:
         except (OSError, http.client.HTTPException) as exc:
             raise self._network_error(exc, path) from None
         finally:
-            self._forget(conn)
+            self._forget(conn, resp)
         if not 200 <= resp.status < 300:
             raise self._status_error(resp.status, body, path)
         try:
@@ -602,7 +613,7 @@ class RemoteEngine:
             except (OSError, http.client.HTTPException):
                 body = b""
             finally:
-                self._forget(conn)
+                self._forget(conn, resp, stream=True)
             error = self._status_error(resp.status, body, path)
             retry = (
                 not minimal
@@ -622,6 +633,7 @@ class RemoteEngine:
             raise EngineError("the model is already generating: wait or cancel it first")
         self._cancel.clear()
         conn: http.client.HTTPConnection | None = None
+        resp: http.client.HTTPResponse | None = None
         state = _StreamState(time.monotonic())
         try:
             try:
@@ -636,7 +648,7 @@ class RemoteEngine:
             yield from self._read_events(resp, endpoint, state, sampling)
         finally:
             if conn is not None:
-                self._forget(conn)
+                self._forget(conn, resp, stream=True)
             self._busy.release()
 
     def _garbage(self, what: str) -> EngineError:
@@ -809,9 +821,8 @@ class RemoteEngine:
     def cancel(self) -> None:
         """Stop the running generation from any thread: the stream's socket is shut down."""
         self._cancel.set()
-        with self._conn_lock:
-            conn = self._conn
-            sock = conn.sock if conn is not None else None
+        with self._sock_lock:
+            sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +52,8 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), handler)
         self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.overflow = False
+        self.strict = False  # refuse fields the OpenAI API does not define, as OpenAI does
+        self.stall = 0.0  # seconds of silence before the first token (a long prompt evaluation)
         self.api_key: str | None = None
 
     @property
@@ -106,6 +109,11 @@ class _LlamaServerHandler(_Handler):
             text = "".join(f"<start_of_turn>{m['role']}\n{m['content']}" for m in body["messages"])
             self._json(200, {"prompt": text})
         elif self.path in ("/v1/completions", "/v1/chat/completions"):
+            extra = {"top_k", "min_p", "repeat_penalty", "n_probs"} & set(body)
+            if self.server.strict and extra:
+                message = f"Unrecognized request argument supplied: {sorted(extra)[0]}"
+                self._json(400, {"error": {"message": message, "type": "invalid_request_error"}})
+                return
             if self.server.overflow:
                 self._json(
                     400,
@@ -129,6 +137,9 @@ class _LlamaServerHandler(_Handler):
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
         probs = bool(body.get("logprobs"))
+        if self.server.stall:
+            self.wfile.flush()
+            time.sleep(self.server.stall)
 
         def send(obj: object) -> None:
             self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())

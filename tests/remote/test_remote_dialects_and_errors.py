@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,36 @@ def test_render_and_tokenize_through_apply_template_and_tokenize() -> None:
     assert [t.id for t in tokens] == [2, 9259, 236743]  # the doubled BOS is dropped
     assert tokens[0].special and not tokens[1].special
     assert tokens[2].text == "\ufffd"  # bytes of an incomplete UTF-8 character
+
+
+def test_cancel_ends_a_silent_stream_at_once() -> None:
+    """No token is coming (the server evaluates a long prompt): cancel still ends it now."""
+    with llama_server_fake() as server:
+        server.stall = 5.0
+        engine = RemoteEngine(server.url)
+        threading.Timer(0.3, engine.cancel).start()
+        started = time.monotonic()
+        events = list(engine.complete("a very long prompt", Sampling()))
+        elapsed = time.monotonic() - started
+    assert len(events) == 1
+    assert isinstance(events[0], DoneEvent)
+    assert events[0].finish_reason == "cancelled"
+    assert elapsed < 2.0
+
+
+def test_a_strict_openai_server_gets_plain_fields_after_one_refusal() -> None:
+    with llama_server_fake() as server:
+        server.strict = True
+        engine = RemoteEngine(server.url)
+        first = list(engine.complete("Hi", Sampling(top_probs=2)))
+        second = list(engine.complete("Hi", Sampling()))
+        sent = [body for path, body, _ in server.requests if path == "/v1/completions"]
+    assert isinstance(first[-1], DoneEvent) and first[-1].finish_reason == "stop"
+    assert isinstance(second[-1], DoneEvent) and second[-1].finish_reason == "stop"
+    assert "top_k" in sent[0]  # refused once...
+    assert all("top_k" not in body and "logprobs" not in body for body in sent[1:])  # ...then
+    assert len(sent) == 3
+    assert any("plain OpenAI fields" in line for line in engine.logs())
 
 
 def test_context_overflow_is_reported_with_the_numbers() -> None:
