@@ -82,9 +82,7 @@ def main() -> None:
             out = work / "curl.out"
             curl_s.append(_timed(["curl", "-s", "-f", "-o", str(out), url], env))
             out.unlink()
-            pull_s.append(
-                _timed([sys.executable, "-m", "localbvi", "pull", f"{REPO}/{FILE}"], env)
-            )
+            pull_s.append(_timed([sys.executable, "-m", "localbvi", "pull", f"{REPO}/{FILE}"], env))
             shutil.rmtree(home)
         curl_med, pull_med = statistics.median(curl_s), statistics.median(pull_s)
         print(f"file: {FILE}, {size / 1e6:.1f} MB, loopback, {args.reps} runs each, median")
