@@ -30,12 +30,19 @@ def screen_actions(provider: Provider) -> list[tuple[str, str, DOMNode, Binding]
         binding = active.binding
         if not active.enabled or not binding.description or binding.action in HIDDEN_ACTIONS:
             continue
+        # Text-editing keys of Input/TextArea are not app actions; list only ours.
+        if not type(active.node).__module__.startswith("localbvi."):
+            continue
         if binding.description in seen:
             continue
         seen.add(binding.description)
         display = provider.app.get_key_display(binding)
         out.append((binding.description, display or key, active.node, binding))
     return sorted(out, key=lambda item: item[0].lower())
+
+
+def _help(key: str, binding: Binding) -> str:
+    return f"{key} · {binding.tooltip}" if binding.tooltip else key
 
 
 class ScreenCommands(Provider):
@@ -46,7 +53,7 @@ class ScreenCommands(Provider):
             yield DiscoveryHit(
                 title,
                 partial(self.app.run_action, binding.action, node),
-                help=f"{key} · {binding.tooltip or title}",
+                help=_help(key, binding),
             )
 
     async def search(self, query: str) -> Hits:
@@ -58,7 +65,7 @@ class ScreenCommands(Provider):
                     score,
                     matcher.highlight(title),
                     partial(self.app.run_action, binding.action, node),
-                    help=f"{key} · {binding.tooltip or title}",
+                    help=_help(key, binding),
                 )
 
 

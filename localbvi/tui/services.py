@@ -138,7 +138,7 @@ class StoreServices:
     def _from_entry(self, entry: Any, n_ctx: int) -> ModelChoice:
         quant_file = entry.file_for(None)
         return ModelChoice(
-            ref=entry.id,
+            ref=f"{entry.id}:{quant_file.quant}",
             display_name=entry.name,
             kind=entry.kind,
             quant=quant_file.quant,

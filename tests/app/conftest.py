@@ -105,13 +105,14 @@ def fake_app() -> AppFactory:
         **engine_kwargs: object,
     ) -> LocalbviApp:
         engine = FakeEngine(**engine_kwargs)  # type: ignore[arg-type]
-        return make_app(
+        app = make_app(
             lambda: engine,
             model_ref=model_ref,
             mode=mode,
             services=services or static_services(),
             check_online=True,
         )
+        return track_notifications(app)
 
     return build
 
@@ -151,6 +152,21 @@ def screen_text(app: LocalbviApp) -> str:
     return console.export_text(styles=False)
 
 
+def track_notifications(app: LocalbviApp) -> LocalbviApp:
+    """Record every notification (toasts expire, so the app's own list forgets them)."""
+    seen: list[str] = []
+    original = app.notify
+
+    def notify(message: str, *, title: str = "", **kwargs: Any) -> None:
+        seen.append(f"{title}: {message}")
+        original(message, title=title, **kwargs)
+
+    app.notify = notify  # type: ignore[method-assign]
+    app._seen_notifications = seen  # type: ignore[attr-defined]
+    return app
+
+
 def notifications(app: LocalbviApp) -> list[str]:
-    """The notifications shown so far (title and message), newest last."""
-    return [f"{n.title}: {n.message}" for n in app._notifications]
+    """Every notification shown so far (title: message), oldest first."""
+    seen: list[str] = app._seen_notifications  # type: ignore[attr-defined]
+    return seen

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList
+from textual.widgets import Footer, Input, Label, OptionList
 
 from localbvi.tui.services import all_models
 from localbvi.tui.state import ModelChoice
@@ -37,6 +37,7 @@ class PickerScreen(ModalScreen[ModelChoice | None]):
             yield Input(placeholder="Type to filter: name, base/instruct, quant…", id="filter")
             yield ModelList(id="models")
             yield Label("Loading the model list…", id="picker-note", classes="dialog-note")
+        yield Footer()
 
     def on_mount(self) -> None:
         self._list_models()

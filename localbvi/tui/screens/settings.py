@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select
+from textual.widgets import Button, Footer, Input, Label, Select
 
 from localbvi.tui.state import PRESETS, SAMPLING_FIELDS, AppSettings, apply_preset
 
@@ -122,6 +122,7 @@ class SettingsScreen(ModalScreen[AppSettings | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
+        yield Footer()
 
     @on(Select.Changed, "#preset")
     def _preset(self, event: Select.Changed) -> None:

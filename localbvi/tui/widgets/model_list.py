@@ -25,18 +25,17 @@ def model_line(model: ModelChoice) -> Text:
     line = Text.assemble(
         (f" {kind:^8} ", badge_style),
         " ",
-        (f"{model.display_name[:34]:<34}", "bold"),
+        (f"{model.display_name[:26]:<26}", "bold"),
         " ",
-        (f"{model.quant[:8]:<8}", "dim"),
-        f"{format_size(model.size):>9}  ",
-        (
-            "● on disk " if model.downloaded else "○ download",
-            "green" if model.downloaded else "dim",
-        ),
+        (f"{model.quant[:7]:<7}", "dim"),
+        f"{format_size(model.size):>8}  ",
+        ("● on disk" if model.downloaded else "○ download", "green" if model.downloaded else "dim"),
+        " " if model.downloaded else "",
         "  ",
         (f"{model.ram_fit or '':<9}", FIT_STYLE.get(model.ram_fit, "dim")),
-        ("  🔒 gated" if model.gated else "", "yellow"),
+        ("🔒 gated" if model.gated else "", "yellow"),
         no_wrap=True,
+        overflow="ellipsis",
     )
     return line
 

@@ -43,21 +43,27 @@ class StatusBar(Widget):
         self.ttft_s = done.ttft_s
 
     def render(self) -> Text:
-        sep = ("  │  ", "dim")
-        parts: list[str | tuple[str, str]] = []
-        if self.activity:
-            parts += [(f"● {self.activity}", "bold yellow"), sep]
-        parts.append((self.model_name, "bold"))
+        sep = (" │ ", "dim")
+        facts: list[str | tuple[str, str]] = []
         if self.kind:
-            parts += [sep, (self.kind, "bold magenta" if self.kind == "base" else "bold cyan")]
+            facts += [sep, (self.kind, "bold magenta" if self.kind == "base" else "bold cyan")]
         if self.mode:
-            parts += [sep, f"{self.mode} mode"]
+            facts += [sep, f"{self.mode} mode"]
         if self.n_ctx:
-            parts += [sep, f"ctx {self.ctx_used}/{self.n_ctx}"]
+            facts += [sep, f"ctx {self.ctx_used}/{self.n_ctx}"]
         if self.tokens_per_s is not None:
-            parts += [sep, f"{self.tokens_per_s:.1f} tok/s"]
+            facts += [sep, f"{self.tokens_per_s:.1f} tok/s"]
         if self.ttft_s is not None:
-            parts += [sep, f"TTFT {self.ttft_s:.2f} s"]
+            facts += [sep, f"TTFT {self.ttft_s:.2f} s"]
         if self.device:
-            parts += [sep, self.device]
-        return Text.assemble(*parts, no_wrap=True, overflow="ellipsis")
+            facts += [sep, self.device]
+        head: list[str | tuple[str, str]] = []
+        if self.activity:
+            head += [(f"● {self.activity}", "bold yellow"), sep]
+        # The name gives way first: the figures are what a learner compares.
+        used = Text.assemble(*head, *facts).cell_len
+        budget = max(12, self.size.width - used)
+        name = self.model_name
+        if len(name) > budget:
+            name = name[: budget - 1] + "…"
+        return Text.assemble(*head, (name, "bold"), *facts, no_wrap=True, overflow="ellipsis")
