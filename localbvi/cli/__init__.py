@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "localbvi.cli.inspect",  # info, models, doctor
     "localbvi.cli.store",  # pull, models, rm, import
     "localbvi.cli.sessions",  # sessions, export
+    "localbvi.cli.lab",  # compare, experiments
 )
 
 

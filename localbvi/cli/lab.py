@@ -1,0 +1,336 @@
+"""`localbvi compare` and `localbvi experiments`: the base-vs-instruct lab, headless."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from dataclasses import replace
+from typing import Any
+
+from localbvi.cli.common import (
+    add_load_flags,
+    add_sampling_flags,
+    emit_json,
+    load_config_from,
+    progress_printer,
+    sampling_from,
+)
+from localbvi.engine.opener import OpenedModel, open_model
+from localbvi.engine.types import DoneEvent, Event, Sampling, TokenEvent
+from localbvi.errors import LocalbviError
+from localbvi.lab.compare import (
+    CompareRun,
+    Plan,
+    Side,
+    SideRequest,
+    pair_refs,
+    plan,
+    side_stats,
+)
+from localbvi.lab.experiments import Experiment, load_experiments
+
+__all__ = ["register"]
+
+_DEFAULTS = Sampling()
+
+
+def _add_pair_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument(
+        "--base",
+        metavar="REF",
+        help="the base model (raw completion); a catalog id alone implies its sibling",
+    )
+    g.add_argument(
+        "--instruct",
+        metavar="REF",
+        help="the instruct model (chat template); a catalog id alone implies its sibling",
+    )
+    g.add_argument(
+        "--base-mode",
+        choices=("raw", "chat"),
+        default="raw",
+        help="chat: give the base model a chat template, the instruct model's when it has "
+        "none (template swap). Default raw",
+    )
+    g.add_argument(
+        "--instruct-mode",
+        choices=("chat", "raw"),
+        default="chat",
+        help="raw: run the instruct model without its template. Default chat",
+    )
+    p.add_argument("--json", action="store_true", help="JSON Lines events, each with a side")
+    p.add_argument(
+        "--top-k-probs",
+        type=int,
+        default=0,
+        metavar="K",
+        help="report the K most likely tokens at each step (≤ 10; with --json)",
+    )
+    p.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run both models at once (slower on 2-4 cores; see ARCHITECTURE.md)",
+    )
+    add_sampling_flags(p)
+    add_load_flags(p)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="one prompt, base model raw vs instruct model in chat mode",
+        description="Run one prompt on a base model (raw completion) and an instruct model "
+        "(through its chat template), and print both outputs with their stats.",
+    )
+    p.add_argument("prompt", metavar="PROMPT", help="the prompt ('-' reads stdin)")
+    p.add_argument("--system", metavar="TEXT", help="a system message for the instruct side")
+    p.add_argument(
+        "--base-prompt",
+        metavar="TEXT",
+        help="a different text for the base side (e.g. a few-shot framing)",
+    )
+    _add_pair_flags(p)
+    p.set_defaults(handler=_compare)
+
+    p = sub.add_parser(
+        "experiments",
+        help="list the built-in experiments, or run one (`experiments run ID`)",
+        description="Experiments are prompts that show how base and instruct models differ. "
+        "They come from localbvi's bundled experiments.toml and your own experiments.toml "
+        "in the config folder.",
+    )
+    p.set_defaults(handler=_list)
+    esub = p.add_subparsers(dest="experiments_command", metavar="ACTION", parser_class=type(p))
+    lp = esub.add_parser("list", help="list the experiments (the default)")
+    lp.add_argument("--json", action="store_true", help="one JSON record per experiment")
+    lp.set_defaults(handler=_list)
+    rp = esub.add_parser(
+        "run",
+        help="run one experiment on a base/instruct pair",
+        description="Run an experiment: the base side continues its prompt raw, the instruct "
+        "side answers it through its chat template.",
+    )
+    rp.add_argument("name", metavar="ID", help="the experiment's id (see `localbvi experiments`)")
+    _add_pair_flags(rp)
+    rp.set_defaults(handler=_run_experiment)
+
+
+# -- experiments ---------------------------------------------------------------------------
+
+
+def _list(args: argparse.Namespace) -> int:
+    experiments = load_experiments()
+    if getattr(args, "json", False):
+        for e in experiments:
+            emit_json(
+                {
+                    "id": e.id,
+                    "title": e.title,
+                    "what_to_look_for": e.what_to_look_for,
+                    "prompt": e.prompt,
+                    "base_prompt": e.base_prompt,
+                    "system": e.system,
+                    "sampling": dict(e.sampling),
+                }
+            )
+        return 0
+    width = max((len(e.id) for e in experiments), default=0)
+    for e in experiments:
+        print(f"{e.id:<{width}}  {e.title}")
+    print("\nRun one: localbvi experiments run ID --base REF [--instruct REF]", file=sys.stderr)
+    return 0
+
+
+def _experiment_sampling(args: argparse.Namespace, experiment: Experiment) -> Sampling:
+    """The experiment's overrides win over flag defaults; a flag the user set wins over both."""
+    sampling = _sampling(args)
+    values: dict[str, Any] = {}
+    for key, value in experiment.sampling.items():
+        if key == "stop":
+            if not args.stop:
+                values["stop"] = tuple(value)
+        elif getattr(args, key) == getattr(_DEFAULTS, key):
+            values[key] = value
+    return replace(sampling, **values)
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    experiment = load_experiments().get(args.name)
+    if not args.json:
+        print(f"# {experiment.title}\n{experiment.what_to_look_for}\n")
+    the_plan = plan(
+        experiment.prompt,
+        system=experiment.system,
+        base_prompt=experiment.base_prompt,
+        base_mode=args.base_mode,
+        instruct_mode=args.instruct_mode,
+    )
+    return _run(args, the_plan, _experiment_sampling(args, experiment))
+
+
+# -- compare -------------------------------------------------------------------------------
+
+
+def _sampling(args: argparse.Namespace) -> Sampling:
+    return sampling_from(args, top_probs=max(0, min(args.top_k_probs, 10)))
+
+
+def _compare(args: argparse.Namespace) -> int:
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    the_plan = plan(
+        prompt,
+        system=args.system,
+        base_prompt=args.base_prompt,
+        base_mode=args.base_mode,
+        instruct_mode=args.instruct_mode,
+    )
+    return _run(args, the_plan, _sampling(args))
+
+
+def _json_errors(args: argparse.Namespace, exc: LocalbviError) -> int:
+    if args.json:
+        emit_json({"type": "error", "message": str(exc)})
+        return 1
+    raise exc
+
+
+def _run(args: argparse.Namespace, the_plan: Plan, sampling: Sampling) -> int:
+    try:
+        base_ref, instruct_ref = pair_refs(args.base, args.instruct)
+    except LocalbviError as exc:
+        return _json_errors(args, exc)
+    opened: list[OpenedModel] = []
+    try:
+        try:
+            config = load_config_from(args)
+            base = open_model(base_ref, config, on_progress=progress_printer())
+            opened.append(base)
+            if instruct_ref == base_ref:
+                instruct = base  # one model in both modes: one engine, sides run in turn
+            else:
+                instruct = open_model(instruct_ref, config, on_progress=progress_printer())
+                opened.append(instruct)
+            the_plan = _swap_templates(the_plan, base, instruct, quiet=args.json)
+        except LocalbviError as exc:
+            return _json_errors(args, exc)
+        models: dict[Side, OpenedModel] = {"base": base, "instruct": instruct}
+        printer = _Printer(models, the_plan, json_mode=args.json, buffered=args.concurrent)
+        run = CompareRun(
+            base.engine,
+            instruct.engine,
+            the_plan,
+            sampling,
+            on_event=printer.event,
+            concurrent=args.concurrent,
+        )
+        try:
+            result = run.run()
+        except KeyboardInterrupt:
+            run.cancel()
+            raise
+        printer.flush()
+        failed = [r.done for r in (result.base, result.instruct) if r.done and r.done.error]
+        return 1 if failed else 0
+    finally:
+        for model in opened:
+            model.engine.close()
+
+
+def _swap_templates(
+    the_plan: Plan, base: OpenedModel, instruct: OpenedModel, *, quiet: bool
+) -> Plan:
+    """A side in chat mode whose model has no template borrows the other model's."""
+
+    def swapped(request: SideRequest, model: OpenedModel, other: OpenedModel) -> SideRequest:
+        if request.mode != "chat" or model.info.chat_template or request.template:
+            return request
+        if not other.info.chat_template:
+            return request  # the engine's own TemplateError says what to do
+        if not quiet:
+            print(
+                f"({model.display_name} has no chat template: using "
+                f"{other.display_name}'s, a template swap)",
+                file=sys.stderr,
+            )
+        return replace(request, template=other.info.chat_template)
+
+    return Plan(swapped(the_plan.base, base, instruct), swapped(the_plan.instruct, instruct, base))
+
+
+class _Printer:
+    """Prints both sides: JSON Lines as they come, or text with a header and stats per side.
+
+    Concurrent text output is buffered per side (two streams cannot share one terminal line).
+    """
+
+    def __init__(
+        self,
+        models: dict[Side, OpenedModel],
+        the_plan: Plan,
+        *,
+        json_mode: bool,
+        buffered: bool,
+    ) -> None:
+        self.models = models
+        self.plan = the_plan
+        self.json_mode = json_mode
+        self.buffered = buffered
+        self.lock = threading.Lock()
+        self.started: set[Side] = set()
+        self.buffers: dict[Side, list[str]] = {"base": [], "instruct": []}
+        self.ended_with_newline: dict[Side, bool] = {"base": True, "instruct": True}
+
+    def event(self, side: Side, event: Event) -> None:
+        with self.lock:
+            if self.json_mode:
+                self._json(side, event)
+            else:
+                self._text(side, event)
+
+    def _json(self, side: Side, event: Event) -> None:
+        if isinstance(event, TokenEvent):
+            emit_json({**event.to_json(), "side": side})
+            return
+        model = self.models[side]
+        done = replace(event, load_s=model.info.load_s)
+        record = done.to_json()
+        record.update(
+            side=side,
+            mode=self.plan.for_side(side).mode,
+            model=model.display_name,
+        )
+        emit_json(record)
+
+    def _text(self, side: Side, event: Event) -> None:
+        out = self.buffers[side]
+        if not self.buffered and side not in self.started:
+            self.started.add(side)
+            sys.stdout.write(self._header(side))
+        if isinstance(event, TokenEvent):
+            if self.buffered:
+                out.append(event.text)
+            elif event.text:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+                self.ended_with_newline[side] = event.text.endswith("\n")
+            return
+        if self.buffered:
+            text = "".join(out)
+            sys.stdout.write(self._header(side) + text)
+            self.ended_with_newline[side] = not text or text.endswith("\n")
+        sys.stdout.write(self._footer(side, event))
+        sys.stdout.flush()
+
+    def _header(self, side: Side) -> str:
+        request = self.plan.for_side(side)
+        return f"── {side}: {self.models[side].display_name} · {request.label} ──\n"
+
+    def _footer(self, side: Side, done: DoneEvent) -> str:
+        newline = "" if self.ended_with_newline[side] else "\n"
+        line = f"{newline}[{side_stats(done)}]\n\n"
+        return line
+
+    def flush(self) -> None:
+        sys.stdout.flush()
