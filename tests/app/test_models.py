@@ -100,10 +100,10 @@ async def test_mode_flag_overrides_the_kind(fake_app: AppFactory) -> None:
 
 
 async def test_loading_is_shown_while_it_runs(fake_app: AppFactory) -> None:
-    app = fake_app(load_delay_s=0.5)
+    app = fake_app(load_delay_s=1.5)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: "loading" in screen_text(app), what="loading shown")
-        await wait_until(pilot, lambda: app.model is not None)
+        await wait_until(pilot, lambda: app.model is not None, timeout=10)
         assert "loading" not in app.main.status.activity
 
 

@@ -57,7 +57,10 @@ class DownloadRow(Horizontal, can_focus=True):
 
     def update_task(self) -> None:
         task = self.download
-        bar = self.query_one(ProgressBar)
+        bars = self.query(ProgressBar)
+        if not bars:  # not composed yet: on_mount draws it
+            return
+        bar = bars.first()
         fraction = task.fraction
         if task.state == "done":
             bar.update(total=100, progress=100)
@@ -75,7 +78,7 @@ class DownloadRow(Horizontal, can_focus=True):
             cast("LocalbviApp", self.app).resume_download(self.download)
 
 
-class DownloadsPanel(VerticalScroll):
+class DownloadsPanel(VerticalScroll, can_focus=False):
     """Every download of this run, newest last; `active_only` hides finished ones."""
 
     def __init__(self, *, active_only: bool = False, id: str | None = None) -> None:

@@ -34,7 +34,7 @@ def pair_line(base: ModelChoice, instruct: ModelChoice) -> Text:
 
     fit = instruct.ram_fit or base.ram_fit
     return Text.assemble(
-        (f"{_family(base, instruct)[:26]:<26}", "bold"),
+        (f"{_family(base, instruct)[:22]:<22}", "bold"),
         "  ",
         half(base, "base", "bold black on magenta"),
         "   ",
