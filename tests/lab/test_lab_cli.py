@@ -1,0 +1,116 @@
+"""`localbvi compare` and `localbvi experiments` as a user runs them (in-process `main`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from localbvi import paths
+from localbvi.cli import main
+
+
+def records(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_compare_json_tags_every_event_with_its_side(
+    gemma_base: Path, gemma_instruct: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "compare",
+            "--base",
+            str(gemma_base),
+            "--instruct",
+            str(gemma_instruct),
+            "--json",
+            "--max-tokens",
+            "3",
+            "--temperature",
+            "0",
+            "--top-k-probs",
+            "3",
+            "--ctx",
+            "512",
+            "What is 2+2?",
+        ]
+    )
+    assert code == 0
+    lines = records(capsys.readouterr().out)
+    assert lines and all(r["side"] in ("base", "instruct") for r in lines)
+    done = [r for r in lines if r["type"] == "done"]
+    assert [(d["side"], d["mode"]) for d in done] == [("base", "raw"), ("instruct", "chat")]
+    assert all(d["tokens"] == 3 or d["finish_reason"] == "stop" for d in done)
+    base_tokens = [r for r in lines if r["type"] == "token" and r["side"] == "base"]
+    assert "".join(str(r["text"]) for r in base_tokens).startswith("\n\nWhat")
+    assert all(len(r["alternatives"]) == 3 for r in base_tokens)  # type: ignore[arg-type]
+    # Sequential by default: the base side finishes before the instruct side starts.
+    sides = [r["side"] for r in lines]
+    assert sides == sorted(sides, key=lambda s: s != "base")
+
+
+def test_experiment_run_prints_both_sides_with_stats(
+    gemma_base: Path, gemma_instruct: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "experiments",
+            "run",
+            "few-shot",
+            "--base",
+            str(gemma_base),
+            "--instruct",
+            str(gemma_instruct),
+            "--max-tokens",
+            "4",
+            "--ctx",
+            "512",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("# Few-shot prompting steers a base model\n")
+    assert "── base: gemma-3-270m-pt-Q4_K_M.gguf · raw completion ──" in out
+    assert "── instruct: gemma-3-270m-instruct-shaped-Q4_K_M.gguf · chat template ──" in out
+    assert out.count(" tok/s · ") == 2
+
+
+def test_experiments_lists_ids_and_titles(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["experiments"]) == 0
+    out = capsys.readouterr().out
+    assert "few-shot" in out and "What is 2+2?" in out
+    assert main(["experiments", "list", "--json"]) == 0
+    listed = records(capsys.readouterr().out)
+    assert len(listed) == 7 and listed[5]["base_prompt"]
+
+
+def test_unknown_experiment_exits_1_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["experiments", "run", "arithmatic", "--base", "x.gguf"]) == 1
+    assert "did you mean 'arithmetic'" in capsys.readouterr().err
+
+
+def test_broken_user_experiments_file_exits_1_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    user = paths.config_dir() / "experiments.toml"
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_text('[[experiment]]\nid = "x"\ntitle = "t"\n', encoding="utf-8")
+    assert main(["experiments"]) == 1
+    err = capsys.readouterr().err
+    assert f"{user}: experiment 'x': missing 'what_to_look_for', 'prompt'" in err
+
+
+def test_compare_without_a_pair_says_what_to_add(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", "--base", "./mine.gguf", "Hi"]) == 1
+    assert "give --instruct REF too" in capsys.readouterr().err
+    assert main(["compare", "--base", "./mine.gguf", "--json", "Hi"]) == 1
+    (record,) = records(capsys.readouterr().out)
+    assert record["type"] == "error" and "--instruct" in str(record["message"])
+
+
+def test_compare_needs_a_prompt(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--base", "a.gguf"])
+    assert info.value.code == 2
