@@ -21,7 +21,7 @@ __all__ = ["build_parser", "main"]
 # One module per command group, in the order `--help` lists them.
 COMMAND_MODULES = (
     "localbvi.cli.generate",  # complete, chat, render
-    "localbvi.cli.inspect",  # info, models, doctor
+    "localbvi.cli.inspect",  # info, doctor
     "localbvi.cli.store",  # pull, models, rm, import
     "localbvi.cli.sessions",  # sessions, export
     "localbvi.cli.lab",  # compare, experiments

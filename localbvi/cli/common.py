@@ -7,9 +7,13 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TextIO
 
 from localbvi.engine.types import DoneEvent, Event, LoadConfig, Sampling, TokenEvent
+
+if TYPE_CHECKING:
+    from localbvi.settings import Settings
 
 __all__ = [
     "add_load_flags",
@@ -49,23 +53,26 @@ def _positive_int(value: str) -> int:
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("sampling")
+    """Sampling flags; any left out take the settings file's value (else the defaults)."""
+    g = parser.add_argument_group("sampling (defaults: the settings file, else these)")
     g.add_argument(
         "--max-tokens",
         type=_positive_int,
-        default=_DEFAULTS.max_tokens,
+        default=None,
         help=f"most tokens to generate (default {_DEFAULTS.max_tokens})",
     )
     g.add_argument(
         "--temperature",
         type=float,
-        default=_DEFAULTS.temperature,
+        default=None,
         help=f"0 is deterministic (default {_DEFAULTS.temperature})",
     )
-    g.add_argument("--top-p", type=float, default=_DEFAULTS.top_p)
-    g.add_argument("--top-k", type=int, default=_DEFAULTS.top_k)
-    g.add_argument("--min-p", type=float, default=_DEFAULTS.min_p)
-    g.add_argument("--repeat-penalty", type=float, default=_DEFAULTS.repeat_penalty)
+    g.add_argument("--top-p", type=float, default=None, help=f"default {_DEFAULTS.top_p}")
+    g.add_argument("--top-k", type=int, default=None, help=f"default {_DEFAULTS.top_k}")
+    g.add_argument("--min-p", type=float, default=None, help=f"default {_DEFAULTS.min_p}")
+    g.add_argument(
+        "--repeat-penalty", type=float, default=None, help=f"default {_DEFAULTS.repeat_penalty}"
+    )
     g.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
     g.add_argument(
         "--stop",
@@ -78,11 +85,11 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_load_flags(parser: argparse.ArgumentParser) -> None:
     defaults = LoadConfig()
-    g = parser.add_argument_group("loading")
+    g = parser.add_argument_group("loading (defaults: the settings file, else these)")
     g.add_argument(
         "--ctx",
         type=_positive_int,
-        default=defaults.n_ctx,
+        default=None,
         help=f"context size in tokens (default {defaults.n_ctx})",
     )
     g.add_argument(
@@ -94,13 +101,25 @@ def add_load_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--gpu-layers",
         type=gpu_layers,
-        default="auto",
+        default=None,
         help="layers to offload to the GPU: auto (all, where supported) or N",
     )
 
 
+def _settings() -> Settings:
+    """The user's settings; a broken file is a warning and the defaults, never a failure."""
+    from localbvi.settings import load_settings
+
+    loaded = load_settings()
+    if loaded.problem:
+        print(f"localbvi: warning: {loaded.path}: {loaded.problem}", file=sys.stderr)
+    return loaded.settings
+
+
 def sampling_from(args: argparse.Namespace, **overrides: Any) -> Sampling:
-    values: dict[str, Any] = {
+    """Flags given on the command line, then the settings file, then the defaults."""
+    base: Sampling = _settings().to_sampling()
+    flags = {
         "temperature": args.temperature,
         "top_p": args.top_p,
         "top_k": args.top_k,
@@ -108,14 +127,17 @@ def sampling_from(args: argparse.Namespace, **overrides: Any) -> Sampling:
         "repeat_penalty": args.repeat_penalty,
         "max_tokens": args.max_tokens,
         "seed": args.seed,
-        "stop": tuple(args.stop),
     }
+    values: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    values["stop"] = tuple(args.stop)
     values.update(overrides)
-    return Sampling(**values)
+    return replace(base, **values)
 
 
 def load_config_from(args: argparse.Namespace) -> LoadConfig:
-    return LoadConfig(n_ctx=args.ctx, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    base: LoadConfig = _settings().to_load_config()
+    flags = {"n_ctx": args.ctx, "n_threads": args.threads, "n_gpu_layers": args.gpu_layers}
+    return replace(base, **{k: v for k, v in flags.items() if v is not None})
 
 
 def emit_json(obj: dict[str, Any], out: TextIO | None = None) -> None:

@@ -6,6 +6,7 @@ downloaded by the store), or the base URL of an OpenAI-compatible server (`http:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -46,6 +47,16 @@ def model_kind(catalog_kind: str | None, info: LoadInfo) -> Kind:
     return "base"
 
 
+def _configured_remote(ref: str) -> Any:
+    """The settings file's `[[remote]]` called `ref` (or with that URL), if any."""
+    from localbvi.settings import load_settings
+
+    for server in load_settings().settings.remote:
+        if ref in (server.name, server.ref, server.base_url):
+            return server
+    return None
+
+
 def open_model(
     ref: str,
     config: LoadConfig | None = None,
@@ -56,18 +67,26 @@ def open_model(
 ) -> OpenedModel:
     """Resolve `ref` (downloading it if needed) and load it into `engine` (a new one if None)."""
     config = config or LoadConfig()
-    if is_remote_ref(ref):
+    remote_kind: Kind | None = None
+    api_key: str | None = None
+    server = _configured_remote(ref)
+    target = ref
+    if server is not None:  # a `[[remote]]` from the settings file, named by the user
+        target, remote_kind, api_key = server.ref, server.kind, server.api_key()
+    if is_remote_ref(target):
+        # An ad hoc server URL takes its key from LOCALBVI_API_KEY, never from the command line.
+        api_key = api_key or os.environ.get("LOCALBVI_API_KEY") or None
         from localbvi.engine.remote import RemoteEngine, parse_remote_ref
 
-        base_url, model = parse_remote_ref(ref)
-        remote = engine if engine is not None else RemoteEngine(base_url, model)
-        info = remote.load(ref, config)
+        base_url, model = parse_remote_ref(target)
+        remote = engine if engine is not None else RemoteEngine(base_url, model, api_key)
+        info = remote.load(target, config)
         return OpenedModel(
             engine=remote,
             info=info,
             ref=ref,
-            display_name=info.model_name or ref,
-            kind=model_kind(None, info),
+            display_name=(server.name if server else info.model_name) or ref,
+            kind=remote_kind or model_kind(None, info),
         )
 
     from localbvi.store.refs import resolve

@@ -510,6 +510,7 @@ class RemoteEngine:
             bos_token=self._bos_text,
             eos_token=self._eos_text,
             model_name=model or "",
+            remote=True,
         )
         self._log(
             f"connected to {target.url}, model {model or '(the server default)'}, "

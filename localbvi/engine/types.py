@@ -88,10 +88,14 @@ class LoadInfo:
     bos_token: str
     eos_token: str
     model_name: str = ""
+    remote: bool = False
+    """True when a server runs the model (its device is the server's business)."""
 
     @property
     def device(self) -> str:
-        """Where the model runs, in words: "CPU" or "GPU (N layers)"."""
+        """Where the model runs, in words: "CPU", "GPU (N/M layers)" or "server"."""
+        if self.remote:
+            return "server"
         if self.n_gpu_layers > 0:
             return f"GPU ({self.n_gpu_layers}/{self.n_layers} layers)"
         return "CPU"

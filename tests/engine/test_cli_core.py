@@ -159,3 +159,67 @@ def test_doctor_reports_offload() -> None:
     proc = cli("doctor")
     assert proc.returncode == 0, proc.stderr
     assert "GPU offload" in proc.stdout and "llama-cpp-python" in proc.stdout
+
+
+def test_settings_file_supplies_defaults_and_flags_win(
+    gemma_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = tmp_path / "settings.toml"
+    settings.write_text("[sampling]\nmax_tokens = 3\ntemperature = 0.0\n", encoding="utf-8")
+    monkeypatch.setenv("LOCALBVI_SETTINGS", str(settings))
+    proc = cli("complete", "-m", str(gemma_base), "--json", "--no-save", "Hello")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["tokens"] == 3
+    proc = cli(
+        "complete", "-m", str(gemma_base), "--json", "--no-save", "--max-tokens", "5", "Hello"
+    )
+    assert json.loads(proc.stdout.splitlines()[-1])["tokens"] == 5
+    # A broken settings file is a warning, and the defaults still work.
+    settings.write_text("[sampling\nmax_tokens = 3\n", encoding="utf-8")
+    proc = cli("complete", "-m", str(gemma_base), "--json", "--no-save", "--max-tokens", "2", "Hi")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" in proc.stderr and "line 1" in proc.stderr
+
+
+def test_complete_and_chat_are_recorded_as_sessions(gemma_base: Path, gemma_instruct: Path) -> None:
+    assert (
+        cli(
+            "complete",
+            "-m",
+            str(gemma_base),
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+            "Once upon a time",
+        ).returncode
+        == 0
+    )
+    assert (
+        cli(
+            "chat",
+            "-m",
+            str(gemma_instruct),
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+            "Hello there",
+        ).returncode
+        == 0
+    )
+    assert (
+        cli(
+            "complete", "-m", str(gemma_base), "--max-tokens", "2", "--no-save", "Not saved"
+        ).returncode
+        == 0
+    )
+    proc = cli("sessions", "--json")
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    titles = [s["title"] for s in listed]
+    assert titles == ["Hello there", "Once upon a time"]
+    chat_id = listed[0]["id"]
+    proc = cli("export", str(chat_id), "--format", "md")
+    assert proc.returncode == 0, proc.stderr
+    assert "Hello there" in proc.stdout

@@ -1,0 +1,173 @@
+"""Engine benchmark: localbvi's out-of-process engine against bare llama-cpp-python.
+
+Prints, for the Gemma 3 270M Q4_K_M model with the same threads in one run:
+- decode tokens/s through LocalEngine vs bare `Llama.create_completion(stream=True)` (ratio;
+  target ≥ 0.97), time to first token and load time for both;
+- decode tokens/s with top-5 probabilities on vs off (target ≥ 0.7×);
+- chat time to first token at turn 8 vs turn 1 of a growing conversation (target ≤ 1.5×:
+  the shared prefix is reused, not re-evaluated);
+- inspector time vs `gguf.GGUFReader`.
+
+Usage: python benchmarks/bench_engine.py [--reps N] [--tokens N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import MODELS_DIR, _build_base, _build_instruct  # noqa: E402
+
+from localbvi.engine import DoneEvent, LoadConfig, LocalEngine, Message, Sampling  # noqa: E402
+
+PROMPT = "The history of the printing press begins"
+
+
+def bare_run(llm: Any, tokens: int) -> tuple[float, float]:
+    """(ttft_s, decode tok/s) of one streamed completion in this process."""
+    start = time.perf_counter()
+    first = last = 0.0
+    n = 0
+    for _chunk in llm.create_completion(PROMPT, max_tokens=tokens, temperature=0.0, stream=True):
+        now = time.perf_counter()
+        if n == 0:
+            first = now
+        last = now
+        n += 1
+    return first - start, (n - 1) / (last - first) if n > 1 else 0.0
+
+
+def engine_run(engine: LocalEngine, tokens: int, top_probs: int = 0) -> DoneEvent:
+    done: DoneEvent | None = None
+    for event in engine.complete(
+        PROMPT, Sampling(temperature=0.0, max_tokens=tokens, top_probs=top_probs)
+    ):
+        if isinstance(event, DoneEvent):
+            done = event
+    assert done is not None
+    return done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    base = _build_base(MODELS_DIR / "gemma-3-270m-pt-Q4_K_M.gguf")
+    instruct = _build_instruct(base, MODELS_DIR / "gemma-3-270m-instruct-shaped-Q4_K_M.gguf")
+    config = LoadConfig(n_ctx=2048, n_threads=args.threads, n_gpu_layers=0)
+
+    import llama_cpp
+
+    t = time.perf_counter()
+    llm = llama_cpp.Llama(
+        str(base),
+        n_ctx=2048,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        n_gpu_layers=0,
+        verbose=False,
+    )
+    bare_load = time.perf_counter() - t
+
+    engine = LocalEngine()
+    t = time.perf_counter()
+    info = engine.load(base, config)
+    engine_load_wall = time.perf_counter() - t
+
+    bare_ttft: list[float] = []
+    bare_tps: list[float] = []
+    eng_ttft: list[float] = []
+    eng_tps: list[float] = []
+    probs_tps: list[float] = []
+    bare_run(llm, 8)  # warm-up both
+    engine_run(engine, 8)
+    for _ in range(args.reps):  # interleaved so that machine noise hits both alike
+        a, b = bare_run(llm, args.tokens)
+        bare_ttft.append(a)
+        bare_tps.append(b)
+        d = engine_run(engine, args.tokens)
+        eng_ttft.append(d.ttft_s)
+        eng_tps.append(d.tokens_per_s)
+        probs_tps.append(engine_run(engine, args.tokens, top_probs=5).tokens_per_s)
+    del llm
+    engine.close()
+
+    med = statistics.median
+    print(
+        f"model: {base.name}, threads {args.threads}, {args.tokens} tokens, "
+        f"{args.reps} reps (median)"
+    )
+    print(
+        f"load:   bare {bare_load:.2f} s | localbvi {info.load_s:.2f} s in the child, "
+        f"{engine_load_wall:.2f} s wall incl. process start"
+    )
+    print(f"ttft:   bare {med(bare_ttft) * 1000:.0f} ms | localbvi {med(eng_ttft) * 1000:.0f} ms")
+    ratio = med(eng_tps) / med(bare_tps)
+    print(
+        f"decode: bare {med(bare_tps):.1f} tok/s | localbvi {med(eng_tps):.1f} tok/s "
+        f"| ratio {ratio:.3f} (target >= 0.97)"
+    )
+    pratio = med(probs_tps) / med(eng_tps)
+    print(
+        f"probs:  top-5 on {med(probs_tps):.1f} tok/s vs off {med(eng_tps):.1f} tok/s "
+        f"| ratio {pratio:.3f} (target >= 0.7)"
+    )
+
+    # Chat: time to first token as the conversation grows.
+    with LocalEngine() as chat_engine:
+        chat_engine.load(instruct, LoadConfig(n_ctx=4096, n_threads=args.threads, n_gpu_layers=0))
+        history: list[Message] = [Message("system", "You are a helpful assistant.")]
+        ttfts: list[float] = []
+        prompt_tokens: list[int] = []
+        for turn in range(1, 9):
+            history.append(
+                Message("user", f"Turn {turn}: tell me one fact about the number {turn}.")
+            )
+            reply: list[str] = []
+            done: DoneEvent | None = None
+            for event in chat_engine.chat(history, Sampling(temperature=0.0, max_tokens=48)):
+                if isinstance(event, DoneEvent):
+                    done = event
+                else:
+                    reply.append(event.text)
+            assert done is not None
+            ttfts.append(done.ttft_s)
+            prompt_tokens.append(done.prompt_tokens)
+            history.append(Message("assistant", "".join(reply)))
+    print(
+        f"chat:   ttft turn 1 {ttfts[0] * 1000:.0f} ms ({prompt_tokens[0]} prompt tokens) | "
+        f"turn 8 {ttfts[-1] * 1000:.0f} ms ({prompt_tokens[-1]} prompt tokens) "
+        f"| ratio {ttfts[-1] / ttfts[0]:.2f} (target <= 1.5)"
+    )
+
+    # Inspector vs the gguf package's reader.
+    from localbvi.inspector import inspect_gguf
+
+    times = []
+    for _ in range(10):
+        t = time.perf_counter()
+        inspect_gguf(base)
+        times.append(time.perf_counter() - t)
+    import gguf
+
+    t = time.perf_counter()
+    gguf.GGUFReader(str(base))
+    slow = time.perf_counter() - t
+    print(
+        f"inspect: localbvi {med(times) * 1000:.1f} ms | gguf.GGUFReader {slow:.1f} s "
+        f"| {slow / med(times):.0f}x faster (target < 50 ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
