@@ -69,6 +69,14 @@ class LocalbviApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         Binding("ctrl+o", "pick_model", "Models", id="app.models"),
+        Binding(
+            "ctrl+b",
+            "compare",
+            "Compare",
+            id="app.compare",
+            show=False,
+            tooltip="Base vs instruct side by side: the loaded model and its catalog sibling",
+        ),
         Binding("ctrl+s", "settings", "Settings", id="app.settings"),
         Binding("f1", "help", "Help", id="app.help"),
         Binding("f5", "downloads", "Downloads", id="app.downloads", show=False),
@@ -442,6 +450,11 @@ class LocalbviApp(App[int]):
 
         if not isinstance(self.screen, LogScreen):
             self.push_screen(LogScreen())
+
+    def action_compare(self) -> None:
+        from localbvi.tui.screens.compare import open_compare
+
+        open_compare(self)
 
     def action_help(self) -> None:
         from localbvi.tui.screens.help import HelpScreen

@@ -1,0 +1,291 @@
+"""The compare, X-ray, experiments and token-probability screens, driven with Pilot.
+
+Most tests run on FakeEngines (fast, scripted); the last ones on the real Gemma engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from textual.pilot import Pilot
+
+from localbvi.engine.fake import FakeEngine
+from localbvi.engine.types import Alternative, Event, Message, Sampling, TokenEvent
+from localbvi.tui import LocalbviApp, make_app
+from localbvi.tui.screens.compare import CompareScreen
+from localbvi.tui.screens.experiments import ExperimentsScreen
+from localbvi.tui.screens.token_probs import TokenProbsScreen
+from localbvi.tui.screens.xray import XrayScreen
+from localbvi.tui.services import StaticServices
+from localbvi.tui.state import AppSettings, ModelChoice
+
+SIZE = (120, 36)
+BASE = ModelChoice(
+    ref="demo-base",
+    display_name="Demo 270M",
+    kind="base",
+    path="/models/demo-270m-base.gguf",
+)
+INSTRUCT = ModelChoice(
+    ref="demo-it",
+    display_name="Demo 270M IT",
+    kind="instruct",
+    path="/models/demo-270m-it.gguf",
+)
+
+
+class ProbsFakeEngine(FakeEngine):
+    """A FakeEngine whose tokens carry alternatives (the real engine's `top_probs`)."""
+
+    def _with_alternatives(self, events: Iterator[Event], sampling: Sampling) -> Iterator[Event]:
+        for event in events:
+            if isinstance(event, TokenEvent) and sampling.top_probs:
+                event = TokenEvent(
+                    event.text,
+                    event.id,
+                    (
+                        Alternative(event.text, event.id, 0.6),
+                        Alternative(" maybe", 900 + event.id, 0.3),
+                        Alternative(" never", 950 + event.id, 0.05),
+                    ),
+                )
+            yield event
+
+    def complete(self, prompt: str | Sequence[int], sampling: Sampling) -> Iterator[Event]:
+        return self._with_alternatives(super().complete(prompt, sampling), sampling)
+
+    def chat(self, messages: Sequence[Message], sampling: Sampling) -> Iterator[Event]:
+        return self._with_alternatives(super().chat(messages, sampling), sampling)
+
+
+def build_app(settings: AppSettings | None = None, **engine_kwargs: Any) -> LocalbviApp:
+    engine = FakeEngine(**engine_kwargs)
+    services = StaticServices(pairs=[(BASE, INSTRUCT)], local=[BASE, INSTRUCT])
+    return make_app(
+        lambda: engine,
+        model_ref=INSTRUCT.path,
+        services=services,
+        settings=settings,
+        check_online=False,
+    )
+
+
+def fake_pair(**kwargs: Any) -> tuple[FakeEngine, FakeEngine]:
+    from localbvi.engine.types import LoadConfig
+
+    base, instruct = ProbsFakeEngine(**kwargs), ProbsFakeEngine(**kwargs)
+    base.load(str(BASE.path), LoadConfig())
+    instruct.load(str(INSTRUCT.path), LoadConfig())
+    return base, instruct
+
+
+async def wait_until(
+    pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 10.0, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        await pilot.pause(0.02)
+        await asyncio.sleep(0)
+
+
+def pane_text(screen: CompareScreen, side: str) -> str:
+    return screen.pane(side).text  # type: ignore[arg-type]
+
+
+async def open_screen(pilot: Pilot[Any], app: LocalbviApp, screen: CompareScreen) -> CompareScreen:
+    await wait_until(pilot, lambda: app.model is not None, what="the app's model")
+    app.push_screen(screen)
+    await wait_until(
+        pilot,
+        lambda: app.screen is screen and screen.engines is not None and screen.is_mounted,
+        what="the compare screen",
+    )
+    await pilot.pause()
+    return screen
+
+
+async def test_ctrl_b_opens_the_catalog_pair_and_both_sides_stream() -> None:
+    app = build_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.model is not None)
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), what="compare")
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        assert screen.names == ("Demo 270M", "Demo 270M IT")
+        await wait_until(pilot, lambda: screen.engines is not None, what="both models loaded")
+        await pilot.press(*"What is 2+2?", "enter")
+        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        base, instruct = screen.engines  # type: ignore[misc]
+        assert isinstance(base, FakeEngine) and isinstance(instruct, FakeEngine)
+        assert base.loads == [BASE.path] and instruct.loads == [INSTRUCT.path]
+        assert base.requests == [("complete", "What is 2+2?")]
+        assert instruct.requests == [("chat", (Message("user", "What is 2+2?"),))]
+        assert "keeps writing the same document" in pane_text(screen, "base")
+        assert pane_text(screen, "instruct").startswith("Sure! Here is an answer")
+        base_stats = screen.pane("base").stats
+        assert "11 tokens" in base_stats and "tok/s" in base_stats and "EOS" in base_stats
+        assert "raw completion" in str(screen.pane("base").query_one(".pane-title").render())
+    # Closing the app closed the compare view's own engines.
+    assert base.info is None and instruct.info is None
+
+
+async def test_escape_cancels_both_then_closes() -> None:
+    app = build_app()
+    engines = fake_pair(tokens_per_s=40, stop_after_script=False)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        screen.run_prompt("Tell me a story")
+        await wait_until(pilot, lambda: len(pane_text(screen, "base")) > 10, what="streaming")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen.running, timeout=2, what="stopped")
+        assert screen.pane("base").stats.endswith("cancelled")
+        assert screen.pane("instruct").stats.endswith("cancelled")
+        assert engines[1].requests == []  # the second side never started
+        assert app.screen is screen
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is not screen, what="closed")
+    assert engines[0].info is not None  # engines handed in stay the caller's
+
+
+async def test_rerun_with_a_new_seed_and_swap_modes() -> None:
+    app = build_app()
+    engines = fake_pair()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        screen.run_prompt("Hi")
+        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: not screen.running and len(engines[1].requests) == 2)
+        assert screen.seed is not None
+        assert f"seed {screen.seed}" in str(screen.query_one("#compare-lesson").render())
+        await pilot.press("f7")  # base through the instruct template, instruct raw
+        await wait_until(pilot, lambda: not screen.running and len(engines[1].requests) == 3)
+        assert engines[1].requests[-1] == ("complete", "Hi")
+        kind, prompt = engines[0].requests[-1]
+        assert kind == "complete" and "<start_of_turn>user\nHi" in str(prompt)
+        assert "chat, swapped template" in str(
+            screen.pane("base").query_one(".pane-title").render()
+        )
+
+
+async def test_experiment_key_runs_the_few_shot_experiment() -> None:
+    app = build_app()
+    engines = fake_pair()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        await pilot.press("ctrl+t")
+        await wait_until(pilot, lambda: isinstance(app.screen, ExperimentsScreen))
+        await pilot.press("down", "down", "down", "down", "down", "enter")
+        await wait_until(pilot, lambda: app.screen is screen and len(screen.runs) == 2)
+        kind, base_prompt = engines[0].requests[-1]
+        assert kind == "complete" and str(base_prompt).startswith(
+            "Q: What is the capital of Italy?"
+        )
+        assert engines[1].requests[-1] == (
+            "chat",
+            (Message("user", "What is the capital of France?"),),
+        )
+        lesson = str(screen.query_one("#compare-lesson").render())
+        assert lesson.startswith("Few-shot prompting steers a base model:")
+        assert screen.sampling().stop == ("\n\n", "\nQ:")
+
+
+async def test_xray_shows_the_rendered_prompt_and_sends_edited_text() -> None:
+    app = build_app()
+    engines = fake_pair()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        screen.run_prompt("Hello")
+        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        await pilot.press("f3")
+        await wait_until(pilot, lambda: isinstance(app.screen, XrayScreen))
+        xray = app.screen
+        assert isinstance(xray, XrayScreen)
+        await wait_until(pilot, lambda: xray.prepared is not None)
+        rendered = engines[1].render([Message("user", "Hello")]).text
+        assert xray.shown_text == rendered
+        count = str(xray.query_one("#xray-count").render())
+        assert count.startswith(f"{len(rendered.split(' '))} tokens of a 4096-token context")
+        await pilot.press("b")
+        assert xray.boundaries
+        await pilot.press("e")
+        await pilot.press(*" (edited)")
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: app.screen is screen and not screen.running)
+        await wait_until(pilot, lambda: len(engines[1].requests) == 2)
+        kind, sent = engines[1].requests[-1]
+        assert kind == "complete" and sent == rendered + " (edited)"
+        assert "edited X-ray" in str(screen.pane("instruct").query_one(".pane-title").render())
+
+
+async def test_token_probabilities_and_branching() -> None:
+    app = build_app()
+    engines = fake_pair()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        screen.run_prompt("Once")
+        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: isinstance(app.screen, TokenProbsScreen))
+        probs = app.screen
+        assert isinstance(probs, TokenProbsScreen)
+        await pilot.press("down")  # token 2: " then"
+        await pilot.pause()
+        assert probs.selected_index == 1
+        from localbvi.tui.widgets.token_probs import AlternativeList
+
+        bars = probs.query_one(AlternativeList)
+        lines = [str(bars.get_option_at_index(i).prompt) for i in range(bars.option_count)]
+        assert lines[0].startswith("▶ ████████████") and "60.0%" in lines[0]
+        assert "' maybe'" in lines[1] and "30.0%" in lines[1]
+        await pilot.press("tab", "down", "enter")
+        await wait_until(pilot, lambda: app.screen is screen)
+        await wait_until(pilot, lambda: not screen.running and screen.runs["base"].branched_at == 1)
+        kind, ids = engines[0].requests[-1]
+        assert kind == "complete" and isinstance(ids, list) and ids[-2:] == [0, 901]
+        assert pane_text(screen, "base").startswith(" and maybe and then")
+        assert "branched at token 2" in str(screen.pane("base").query_one(".pane-title").render())
+
+
+async def test_real_engines_compare_and_xray(base_engine: Any, instruct_engine: Any) -> None:
+    app = build_app(settings=AppSettings(temperature=0.0, max_tokens=6))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_screen(
+            pilot,
+            app,
+            CompareScreen(engines=(base_engine, instruct_engine), names=("Gemma pt", "Gemma it")),
+        )
+        screen.run_prompt("What is 2+2?")
+        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2, timeout=120)
+        assert pane_text(screen, "base").startswith("\n\nWhat is 2+")  # a worksheet
+        assert "6 tokens" in screen.pane("base").stats
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, XrayScreen))
+        xray = app.screen
+        assert isinstance(xray, XrayScreen)
+        await wait_until(pilot, lambda: xray.prepared is not None, timeout=30)
+        assert xray.shown_text == "<bos>What is 2+2?"
+        await pilot.press("escape")
+        await pilot.press("f3")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, XrayScreen) and app.screen is not xray
+        )
+        xray2 = app.screen
+        assert isinstance(xray2, XrayScreen)
+        await wait_until(pilot, lambda: xray2.prepared is not None, timeout=30)
+        expected = instruct_engine.render([Message("user", "What is 2+2?")]).text
+        assert xray2.shown_text == expected
+        assert expected.startswith("<bos><start_of_turn>user\nWhat is 2+2?<end_of_turn>")
+        await pilot.press("escape")
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: isinstance(app.screen, TokenProbsScreen))
+        probs = app.screen
+        assert isinstance(probs, TokenProbsScreen)
+        top = probs.run.tokens[0]
+        assert len(top.alternatives) == 5 and top.alternatives[0].id == top.id
