@@ -349,11 +349,11 @@ class LocalEngine:
         self.close()
 
     def __del__(self) -> None:
-        try:
-            if self._child is not None:
-                self._child.stop()
-        except Exception:  # interpreter shutdown
-            pass
+        # No pipe I/O here: this may run during interpreter shutdown. Killing is enough, the
+        # child holds nothing that needs a goodbye.
+        child = getattr(self, "_child", None)
+        if child is not None and child.process.poll() is None:
+            child.process.kill()
 
 
 def wait_for_exit(pid: int, timeout: float = 5.0) -> bool:
