@@ -90,6 +90,7 @@ class FakeEngine:
         ttft_s: float = 0.0,
         has_template: Callable[[str], bool] = default_has_template,
         n_ctx_train: int = 32768,
+        fixed_stats: bool = False,
     ) -> None:
         self.tokens_per_s = tokens_per_s
         self.chat_script = tuple(chat_script)
@@ -100,6 +101,8 @@ class FakeEngine:
         self.ttft_s = ttft_s
         self.has_template = has_template
         self.n_ctx_train = n_ctx_train
+        self.fixed_stats = fixed_stats
+        """Report the configured rate and TTFT instead of measured ones (for snapshots)."""
         self._info: LoadInfo | None = None
         self._cancel = threading.Event()
         self._logs: list[str] = []
@@ -234,6 +237,8 @@ class FakeEngine:
         ttft = (first - start) if first is not None else 0.0
         gen_s = end - (first if first is not None else start)
         rate = (n - 1) / gen_s if n > 1 and gen_s > 0 else 0.0
+        if self.fixed_stats:
+            ttft, rate = self.ttft_s, self.tokens_per_s
         details = {"stop": "end of turn", "length": "max tokens", "cancelled": "cancelled"}
         return DoneEvent(
             finish_reason=reason,

@@ -109,31 +109,55 @@ class LocalbviApp(App[int]):
         self._requested_mode = mode
         self._check_online = check_online
         self._loaded_config: LoadConfig | None = None
+        self._main: MainScreen | None = None
+        self._activity = ""
 
     # -- screens ----------------------------------------------------------------------------
 
     def get_default_screen(self) -> Screen[None]:
-        return MainScreen()
+        # Without --model the welcome screen comes first and the main screen is built when
+        # it is needed: composing both before the first frame slowed startup by a third.
+        if self._model_ref:
+            return MainScreen()
+        from localbvi.tui.screens.welcome import WelcomeScreen
+
+        return WelcomeScreen()
 
     @property
     def main(self) -> MainScreen:
-        screen = self.screen_stack[0]
-        assert isinstance(screen, MainScreen)
-        return screen
+        """The main screen (chat/completion views, status bar), once it is shown."""
+        assert self._main is not None, "the main screen is not shown yet"
+        return self._main
 
-    def start(self) -> None:
-        """Called once the main screen exists: open the model, or welcome the user."""
+    def on_mount(self) -> None:
         if self._requested_mode is not None:
             self.mode = self._requested_mode
-        self._show_lesson()
         if self._check_online:
             self._probe_online()
         if self._model_ref:
             self.open_model(self._model_ref)
-        else:
-            from localbvi.tui.screens.welcome import WelcomeScreen
 
-            self.push_screen(WelcomeScreen())
+    def main_mounted(self, screen: MainScreen) -> None:
+        """The main screen exists: draw the app's current state on it."""
+        self._main = screen
+        if self.model is not None:
+            screen.status.set_model(self.model.display_name, self.model.kind, self.model.info)
+        screen.status.activity = self._activity
+        screen.show_mode(self.mode)
+        self._show_lesson()
+
+    def show_main(self) -> None:
+        """Leave the welcome screen for the main screen (built on first use)."""
+        from localbvi.tui.screens.welcome import WelcomeScreen
+
+        if any(isinstance(screen, MainScreen) for screen in self.screen_stack):
+            while isinstance(self.screen, WelcomeScreen) and len(self.screen_stack) > 1:
+                self.pop_screen()
+            return
+        while len(self.screen_stack) > 1:  # dialogs opened over the welcome screen
+            self.pop_screen()
+        # The welcome screen is the base screen here; the main screen goes over it.
+        self.push_screen(MainScreen())
 
     def on_unmount(self) -> None:
         # Stop a reply mid-stream so its worker thread ends, then free the model process.
@@ -145,13 +169,18 @@ class LocalbviApp(App[int]):
 
     def set_activity(self, text: str) -> None:
         """What the app is busy with, in the status bar ("" when idle)."""
-        self.main.status.activity = text
+        self._activity = text
+        if self._main is not None:
+            self._main.status.activity = text
 
     def watch_mode(self, mode: Mode) -> None:
-        self.main.show_mode(mode)
+        if self._main is not None:
+            self._main.show_mode(mode)
         self._show_lesson()
 
     def _show_lesson(self) -> None:
+        if self._main is None:
+            return
         if self.model is None:
             self.main.show_banner(
                 "No model loaded: press ctrl+o to pick one (base models continue text, "
@@ -278,18 +307,17 @@ class LocalbviApp(App[int]):
         self.loading = None
         self.set_activity("")
         self.model = LoadedModel(message.ref, message.display_name, message.kind, message.info)
-        self.main.status.set_model(message.display_name, message.kind, message.info)
         mode = self._requested_mode or default_mode(message.kind)
         self._requested_mode = None
-        if mode == self.mode:
-            self.main.show_mode(mode)
+        if self._main is not None:
+            self._main.status.set_model(message.display_name, message.kind, message.info)
+            if mode == self.mode:
+                self._main.show_mode(mode)
         self.mode = mode
         self._show_lesson()
-        from localbvi.tui.screens.welcome import WelcomeScreen
-
-        while isinstance(self.screen, WelcomeScreen):
-            self.pop_screen()
-        self.main.focus_input()
+        self.show_main()
+        if self._main is not None:
+            self._main.focus_input()
         info = message.info
         self.notify(
             f"{message.display_name} ({message.kind}) on {info.device}, "
@@ -307,7 +335,8 @@ class LocalbviApp(App[int]):
             tail = ""
             if self.model is not None:
                 self.model = None
-                self.main.status.model_name = "no model"
+                if self._main is not None:
+                    self._main.status.model_name = "no model"
             self._show_lesson()
         self.notify(
             f"{message.error}{tail}",

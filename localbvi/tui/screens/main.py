@@ -46,7 +46,7 @@ class MainScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        cast("LocalbviApp", self.app).start()
+        cast("LocalbviApp", self.app).main_mounted(self)
 
     @property
     def status(self) -> StatusBar:

@@ -62,7 +62,9 @@ class WelcomeScreen(Screen[None]):
     def on_mount(self) -> None:
         self.watch(self.app, "online", self._online_changed)
         self.watch(self.app, "loading", self._loading_changed)
-        self.refresh_models()
+        # After the first frame: listing imports the store (and huggingface_hub) in a thread,
+        # which would otherwise compete with drawing the screen.
+        self.call_after_refresh(self.refresh_models)
 
     def _online_changed(self, online: bool | None) -> None:
         note = self.query_one("#offline-note", Label)
@@ -147,4 +149,4 @@ class WelcomeScreen(Screen[None]):
             self.lapp.start_download(instruct, then_load=True)
 
     def action_skip(self) -> None:
-        self.app.pop_screen()
+        self.lapp.show_main()
