@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import App
@@ -31,9 +31,13 @@ from localbvi.tui.messages import (
     ModelLoading,
     OnlineChecked,
 )
-from localbvi.tui.screens.main import MainScreen
 from localbvi.tui.services import Services, StoreServices, TransferProgress
 from localbvi.tui.state import AppSettings, Kind, Mode, ModelChoice, default_mode, kind_of
+
+if TYPE_CHECKING:
+    # Imported when first shown: with no --model the welcome screen comes first, and the
+    # chat/completion widgets (TextArea, Markdown) need not slow the first frame.
+    from localbvi.tui.screens.main import MainScreen
 
 __all__ = ["LoadedModel", "LocalbviApp", "make_app"]
 
@@ -118,6 +122,8 @@ class LocalbviApp(App[int]):
         # Without --model the welcome screen comes first and the main screen is built when
         # it is needed: composing both before the first frame slowed startup by a third.
         if self._model_ref:
+            from localbvi.tui.screens.main import MainScreen
+
             return MainScreen()
         from localbvi.tui.screens.welcome import WelcomeScreen
 
@@ -148,6 +154,7 @@ class LocalbviApp(App[int]):
 
     def show_main(self) -> None:
         """Leave the welcome screen for the main screen (built on first use)."""
+        from localbvi.tui.screens.main import MainScreen
         from localbvi.tui.screens.welcome import WelcomeScreen
 
         if any(isinstance(screen, MainScreen) for screen in self.screen_stack):

@@ -125,9 +125,12 @@ async def test_command_palette_lists_screen_actions_and_models(fake_app: AppFact
         await wait_until(pilot, lambda: app.model is not None)
         await pilot.press("ctrl+p")
         await pilot.pause(0.3)
-        text = screen_text(app)
+        assert "Copy reply" in screen_text(app)  # discovery lists this screen's actions
         for action in ("Models", "Settings", "Help", "Mode", "Regenerate", "Stop reply"):
-            assert action in text, action
+            await pilot.press(*action.lower())
+            await pilot.pause(0.2)
+            assert action in screen_text(app), action
+            await pilot.press(*["backspace"] * len(action))
         await pilot.press(*"load model demo 270m")
         await pilot.pause(0.3)
         assert "Load model: Demo 270M" in screen_text(app)
