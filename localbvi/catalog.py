@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any, Literal
 
 from localbvi import paths
 from localbvi.errors import CatalogError
+from localbvi.tomltables import parse_entries
 
 __all__ = [
     "DEFAULT_QUANT",
@@ -207,40 +207,7 @@ def load_catalog(bundled: Path | None = None, user: Path | None = None) -> Catal
 def parse_catalog_file(path: Path) -> list[CatalogEntry]:
     """Read and validate one catalog file; sibling links are checked by `Catalog`, since a
     user entry may pair with a bundled one."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        # The message carries "(at line L, column C)".
-        raise CatalogError(f"{path}: not valid TOML: {exc}; fix the syntax there") from exc
-    except UnicodeDecodeError as exc:
-        raise CatalogError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from exc
-    except OSError as exc:
-        raise CatalogError(f"{path}: cannot read the catalog: {exc.strerror or exc}") from exc
-
-    extra = [key for key in data if key != "model"]
-    if extra:
-        raise CatalogError(
-            f"{path}: unknown top-level key {_quoted_list(extra)}; a catalog holds only "
-            "[[model]] tables: put each model under a [[model]] header"
-        )
-    models = data.get("model", [])
-    if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
-        raise CatalogError(
-            f"{path}: 'model' must be a list of tables; write each entry under [[model]]"
-        )
-
-    entries: list[CatalogEntry] = []
-    seen: dict[str, int] = {}
-    for index, raw in enumerate(models, start=1):
-        entry = _parse_entry(path, index, raw)
-        if entry.id in seen:
-            raise CatalogError(
-                f"{path}: model '{entry.id}' appears twice (entries {seen[entry.id]} and "
-                f"{index}); give each entry its own id or delete one"
-            )
-        seen[entry.id] = index
-        entries.append(entry)
-    return entries
+    return parse_entries(path, "model", _parse_entry, CatalogError, "a catalog")
 
 
 def _parse_entry(path: Path, index: int, raw: dict[str, Any]) -> CatalogEntry:

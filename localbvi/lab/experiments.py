@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -21,6 +20,7 @@ from typing import Any
 from localbvi import paths
 from localbvi.engine.types import Message, Sampling
 from localbvi.errors import LocalbviError
+from localbvi.tomltables import parse_entries
 
 __all__ = [
     "Experiment",
@@ -125,38 +125,7 @@ def load_experiments(bundled: Path | None = None, user: Path | None = None) -> E
 
 def parse_experiments_file(path: Path) -> list[Experiment]:
     """Read and validate one experiments file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ExperimentError(f"{path}: not valid TOML: {exc}; fix the syntax there") from None
-    except UnicodeDecodeError as exc:
-        raise ExperimentError(f"{path}: not UTF-8 text ({exc}); save it as UTF-8") from None
-    except OSError as exc:
-        raise ExperimentError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-
-    extra = [key for key in data if key != "experiment"]
-    if extra:
-        raise ExperimentError(
-            f"{path}: unknown top-level key {extra[0]!r}; this file holds only "
-            "[[experiment]] tables: put each experiment under an [[experiment]] header"
-        )
-    raw_items = data.get("experiment", [])
-    if not isinstance(raw_items, list) or not all(isinstance(r, dict) for r in raw_items):
-        raise ExperimentError(
-            f"{path}: 'experiment' must be a list of tables; write each under [[experiment]]"
-        )
-    out: list[Experiment] = []
-    seen: dict[str, int] = {}
-    for index, raw in enumerate(raw_items, start=1):
-        experiment = _parse_entry(path, index, raw)
-        if experiment.id in seen:
-            raise ExperimentError(
-                f"{path}: experiment {experiment.id!r} appears twice (entries "
-                f"{seen[experiment.id]} and {index}); give each its own id or delete one"
-            )
-        seen[experiment.id] = index
-        out.append(experiment)
-    return out
+    return parse_entries(path, "experiment", _parse_entry, ExperimentError, "this file")
 
 
 def _parse_entry(path: Path, index: int, raw: dict[str, Any]) -> Experiment:
