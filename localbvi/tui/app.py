@@ -7,9 +7,10 @@ Message; the UI thread only draws. `make_app` builds the app for the CLI and for
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -20,8 +21,10 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from localbvi.engine.base import Engine
+from localbvi.engine.opener import is_remote_ref, model_kind
 from localbvi.engine.types import LoadConfig, LoadInfo
-from localbvi.errors import LocalbviError
+from localbvi.errors import LocalbviError, SettingsError
+from localbvi.settings import RemoteServer, Settings, load_settings, save_settings
 from localbvi.tui.commands import ModelCommands, ScreenCommands
 from localbvi.tui.downloads import Downloads, DownloadTask
 from localbvi.tui.messages import (
@@ -32,11 +35,21 @@ from localbvi.tui.messages import (
     OnlineChecked,
 )
 from localbvi.tui.services import Services, StoreServices, TransferProgress
-from localbvi.tui.state import AppSettings, Kind, Mode, ModelChoice, default_mode, kind_of
+from localbvi.tui.session_log import SessionLog
+from localbvi.tui.state import (
+    AppSettings,
+    Kind,
+    Mode,
+    ModelChoice,
+    default_mode,
+    kind_of,
+    load_config,
+)
 
 if TYPE_CHECKING:
     # Imported when first shown: with no --model the welcome screen comes first, and the
     # chat/completion widgets (TextArea, Markdown) need not slow the first frame.
+    from localbvi.sessions import SessionRecord
     from localbvi.tui.screens.main import MainScreen
 
 __all__ = ["LoadedModel", "LocalbviApp", "make_app"]
@@ -82,6 +95,13 @@ class LocalbviApp(App[int]):
             tooltip="Base vs instruct side by side: the loaded model and its catalog sibling",
         ),
         Binding("ctrl+s", "settings", "Settings", id="app.settings"),
+        Binding(
+            "f8",
+            "sessions",
+            "Sessions",
+            id="app.sessions",
+            tooltip="Saved chats, documents and comparisons: reopen, search, export, delete",
+        ),
         Binding("f1", "help", "Help", id="app.help"),
         Binding("f5", "downloads", "Downloads", id="app.downloads", show=False),
         Binding("ctrl+l", "log", "Log", id="app.log", show=False),
@@ -96,15 +116,25 @@ class LocalbviApp(App[int]):
         engine: Engine,
         *,
         services: Services,
-        settings: AppSettings | None = None,
+        settings: Settings | None = None,
         model_ref: str | None = None,
         mode: Mode | None = None,
         check_online: bool = True,
+        settings_problem: str | None = None,
+        sessions: SessionLog | None = None,
+        system_prompt: str = "",
     ) -> None:
         super().__init__()
         self.engine = engine
+        self._local_engine = engine
+        """The llama.cpp (or fake) engine; `engine` is a RemoteEngine while a server is used."""
         self.services = services
-        self.settings = settings or AppSettings()
+        self.settings = settings or Settings()
+        """The settings file's values: the one source of truth, written back by Save."""
+        self.system_prompt = system_prompt
+        """The system prompt of new chats (this run only: the settings file has no such key)."""
+        self._settings_problem = settings_problem
+        self.sessions = sessions or SessionLog(self._sessions_failed)
         self.downloads = Downloads()
         self.engine_lock = threading.Lock()
         """Held while the engine loads or generates: it does one thing at a time."""
@@ -136,6 +166,7 @@ class LocalbviApp(App[int]):
         return self._main
 
     def on_mount(self) -> None:
+        self._apply_settings_file()
         if self._requested_mode is not None:
             self.mode = self._requested_mode
         if self._check_online:
@@ -169,8 +200,115 @@ class LocalbviApp(App[int]):
     def on_unmount(self) -> None:
         # Stop a reply mid-stream so its worker thread ends, then free the model process.
         self.engine.cancel()
-        with contextlib.suppress(LocalbviError):
-            self.engine.close()
+        for engine in {id(e): e for e in (self.engine, self._local_engine)}.values():
+            with contextlib.suppress(LocalbviError):
+                engine.close()
+        self.sessions.close()
+
+    # -- settings file ----------------------------------------------------------------------
+
+    def _apply_settings_file(self) -> None:
+        """Theme and key overrides from the settings file; its problems as a notification."""
+        from textual.app import InvalidThemeError
+
+        if self._settings_problem:
+            self.notify(
+                self._settings_problem,
+                title="Settings file has problems: defaults used there",
+                severity="warning",
+                timeout=30,
+            )
+        try:
+            self.theme = self.settings.theme
+        except InvalidThemeError:
+            themes = ", ".join(sorted(self.available_themes))
+            self.notify(
+                f"unknown theme {self.settings.theme!r} in the settings file: use one of {themes}",
+                title="Settings",
+                severity="warning",
+                timeout=20,
+            )
+        self._apply_keymap()
+
+    def _apply_keymap(self) -> None:
+        from localbvi.tui.screens.help import binding_ids
+
+        keys = dict(self.settings.keys)
+        if not keys:
+            return  # the help module imports every screen: only when there is a keymap
+        known = binding_ids()
+        unknown = sorted(set(keys) - known)
+        if unknown:
+            self.notify(
+                f"unknown action id {', '.join(unknown)} in [keys]: ids look like "
+                f"{', '.join(sorted(known)[:4])}… (F1 lists the keys)",
+                title="Settings",
+                severity="warning",
+                timeout=20,
+            )
+        self.set_keymap({k: v for k, v in keys.items() if k in known})
+
+    def settings_form(self) -> AppSettings:
+        """What the settings screen edits."""
+        return AppSettings.from_settings(self.settings, self.system_prompt)
+
+    def save_settings_form(self, form: AppSettings) -> None:
+        """Apply the settings screen's values and write the settings file."""
+        reload_needed = form.load_fields_differ(self.settings_form())
+        # The theme picked in the palette is saved with the rest.
+        self.settings = replace(form.apply_to(self.settings), theme=self.theme)
+        self.system_prompt = form.system_prompt
+        try:
+            path = save_settings(self.settings)
+        except SettingsError as exc:
+            self.notify(str(exc), title="Settings not saved to a file", severity="error")
+            return
+        when = (
+            "Context size, threads and GPU layers apply on the next load (ctrl+o to load a model)."
+            if reload_needed and self.model is not None
+            else "Sampling settings apply to the next request."
+        )
+        self.notify(f"{when} Written to {path}", title="Settings saved")
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def _sessions_failed(self, error: str) -> None:
+        """Called once, from the writer thread, when the sessions database fails."""
+        with contextlib.suppress(RuntimeError):  # the app already stopped
+            self.call_from_thread(
+                self.notify,
+                f"{error}. The chat goes on; it is not being saved.",
+                title="Sessions are not saved",
+                severity="warning",
+                timeout=15,
+            )
+
+    def reopen_session(self, record: SessionRecord) -> None:
+        """Show a saved session again, in its mode, with its model (loaded if needed)."""
+        if record.kind == "compare":
+            from localbvi.tui.screens.compare import open_saved_compare
+
+            open_saved_compare(self, record)
+            return
+        mode: Mode = "completion" if record.mode == "completion" else "chat"
+        self.show_main()
+        self.call_after_refresh(self._restore_session, record, mode)
+
+    def _restore_session(self, record: SessionRecord, mode: Mode) -> None:
+        if self._main is None:  # the main screen is still being built
+            self.call_after_refresh(self._restore_session, record, mode)
+            return
+        self.mode = mode
+        if record.kind == "completion":
+            self.main.completion.restore(record)
+        else:
+            self.main.chat.restore(record)
+        model = self.model
+        same = model is not None and record.model in (model.ref, model.info.path)
+        if not same and record.model:
+            self._requested_mode = mode
+            self.open_model(record.model, download=False, session=True)
+        self.notify(record.display_title, title="Session reopened")
 
     # -- state shown on the main screen -----------------------------------------------------
 
@@ -211,15 +349,17 @@ class LocalbviApp(App[int]):
 
     def choose(self, choice: ModelChoice) -> None:
         """Open a model picked in the picker or on the welcome screen."""
-        if not choice.downloaded and self.online is False:
+        if not choice.downloaded and not choice.remote and self.online is False:
             self.notify(
                 f"{choice.display_name} is not on disk and localbvi is offline: "
                 "pick a model on disk",
                 severity="warning",
             )
             return
+        # The demo model's file is assembled on first use: its catalog ref does that.
+        ref = choice.ref if choice.source == "demo" else (choice.path or choice.ref)
         self.open_model(
-            choice.path or choice.ref,
+            ref,
             display_name=choice.display_name,
             kind=choice.kind,
             chat_template=choice.chat_template,
@@ -232,19 +372,44 @@ class LocalbviApp(App[int]):
         display_name: str | None = None,
         kind: Kind | None = None,
         chat_template: str | None = None,
+        download: bool = True,
+        session: bool = False,
     ) -> None:
-        """Resolve (maybe download) and load `ref`, replacing the current model."""
+        """Resolve (maybe download) and load `ref`, replacing the current model.
+
+        `session`: the model of a reopened session (a failure says the text is still shown).
+        """
         if self.loading:
             self.notify(f"Still loading {self.loading}: wait a moment", severity="warning")
             return
         name = display_name or Path(ref).name or ref
         self.loading = name
         self.set_activity(f"loading {name}…")
-        self._load(ref, name, kind, chat_template)
+        self._load(ref, name, display_name is not None, kind, chat_template, download, session)
+
+    def remote_server(self, ref: str) -> RemoteServer | None:
+        """The settings file's `[[remote]]` that `ref` names (by name, ref or URL), if any."""
+        for server in self.settings.remote:
+            if ref in (server.name, server.ref, server.base_url):
+                return server
+        return None
 
     @work(thread=True, group="load", exit_on_error=False)
-    def _load(self, ref: str, name: str, kind: Kind | None, chat_template: str | None) -> None:
+    def _load(
+        self,
+        ref: str,
+        name: str,
+        named: bool,
+        kind: Kind | None,
+        chat_template: str | None,
+        download: bool,
+        session: bool,
+    ) -> None:
         self.post_message(ModelLoading(ref, name))
+        server = self.remote_server(ref)
+        if server is not None or is_remote_ref(ref):
+            self._load_remote(ref, server, session)
+            return
         cancel = threading.Event()
         task: DownloadTask | None = None
 
@@ -258,33 +423,84 @@ class LocalbviApp(App[int]):
 
         try:
             resolved = self.services.resolve(
-                ref, download=self.online is not False, on_progress=progress, cancel=cancel
+                ref,
+                download=download and self.online is not False,
+                on_progress=progress,
+                cancel=cancel,
             )
-            name = resolved.display_name or name
             _check_gguf(resolved.path)
         except LocalbviError as exc:
             self._finish_task(task, error=str(exc))
-            self.post_message(ModelLoadFailed(ref, str(exc), self.engine.info is not None))
+            self.post_message(ModelLoadFailed(ref, str(exc), self.engine.info is not None, session))
             return
         except Exception as exc:  # a bug: readable, never a traceback on screen
-            self.post_message(ModelLoadFailed(ref, _internal(exc), self.engine.info is not None))
+            self.post_message(
+                ModelLoadFailed(ref, _internal(exc), self.engine.info is not None, session)
+            )
             return
         self._finish_task(task, path=resolved.path)
 
-        config = self.settings.load_config(resolved.chat_template or chat_template)
+        config = load_config(self.settings, resolved.chat_template or chat_template)
         self.engine.cancel()  # a running reply ends within a token and frees the lock
         with self.engine_lock:
-            previous, previous_config = self.engine.info, self._loaded_config
+            current, engine = self.engine, self._local_engine
+            previous, previous_config = current.info, self._loaded_config
             try:
-                info = self.engine.load(resolved.path, config)
+                info = engine.load(resolved.path, config)
             except Exception as exc:
                 error = str(exc) if isinstance(exc, LocalbviError) else _internal(exc)
-                restored = self._restore(previous, previous_config)
-                self.post_message(ModelLoadFailed(ref, error, restored))
+                restored = (
+                    self._restore(previous, previous_config)
+                    if current is engine
+                    else current.info is not None
+                )
+                self.post_message(ModelLoadFailed(ref, error, restored, session))
                 return
             self._loaded_config = config
-        model_kind = kind_of(resolved.kind or kind, info)
-        self.post_message(ModelLoaded(ref, name, model_kind, info))
+            if current is not engine:  # leaving a server: the local engine takes over
+                with contextlib.suppress(LocalbviError):
+                    current.close()
+                self.engine = engine
+        if not named:
+            name = self._display_name(resolved.path, resolved.display_name, resolved.kind, info)
+        self.post_message(ModelLoaded(ref, name, kind_of(resolved.kind or kind, info), info))
+
+    def _display_name(
+        self, path: str, resolved_name: str, kind: Kind | None, info: LoadInfo
+    ) -> str:
+        """The model's name as the picker shows it, not its file name, where one is known."""
+        if kind is not None and resolved_name:
+            return resolved_name  # a catalog entry: its name and quantization
+        with contextlib.suppress(Exception):
+            for model in self.services.local_models(self.settings.engine.n_ctx):
+                if model.path == path and model.display_name != Path(path).name:
+                    return model.display_name
+        return info.model_name or resolved_name or Path(path).name
+
+    def _load_remote(self, ref: str, server: RemoteServer | None, session: bool) -> None:
+        """Load a model served over HTTP; the current engine stays until it is ready."""
+        from localbvi.engine.remote import RemoteEngine, parse_remote_ref
+
+        target = server.ref if server else ref
+        # An ad hoc server URL takes its key from LOCALBVI_API_KEY, like the CLI.
+        api_key = (server.api_key() if server else None) or os.environ.get("LOCALBVI_API_KEY")
+        try:
+            base_url, model = parse_remote_ref(target)
+            remote = RemoteEngine(base_url, model, api_key or None)
+            info = remote.load(target, load_config(self.settings))
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, LocalbviError) else _internal(exc)
+            self.post_message(ModelLoadFailed(ref, error, self.engine.info is not None, session))
+            return
+        self.engine.cancel()
+        with self.engine_lock:
+            previous, self.engine = self.engine, remote
+            with contextlib.suppress(LocalbviError):
+                # A local engine ends its process here and loads again on the next local model.
+                previous.close()
+        name = (server.name if server else info.model_name) or ref
+        kind: Kind = server.kind if server else model_kind(None, info)
+        self.post_message(ModelLoaded(ref, name, kind, info))
 
     def _restore(self, previous: LoadInfo | None, config: LoadConfig | None) -> bool:
         """After a failed load, make sure the previous model is usable again."""
@@ -345,6 +561,8 @@ class LocalbviApp(App[int]):
                 if self._main is not None:
                     self._main.status.model_name = "no model"
             self._show_lesson()
+        if message.session:
+            tail += " The session's text is shown; ctrl+o loads a model to go on."
         self.notify(
             f"{message.error}{tail}",
             title=f"Could not load {Path(message.ref).name or message.ref}",
@@ -459,21 +677,19 @@ class LocalbviApp(App[int]):
         if isinstance(self.screen, SettingsScreen):
             return
 
-        def saved(settings: AppSettings | None) -> None:
-            if settings is None:
-                return
-            reload_needed = settings.load_fields_differ(self.settings)
-            self.settings = settings
-            if reload_needed and self.model is not None:
-                self.notify(
-                    "Context size, threads and GPU layers apply on the next load "
-                    "(ctrl+o to load a model).",
-                    title="Settings saved",
-                )
-            else:
-                self.notify("Sampling settings apply to the next request.", title="Settings saved")
+        from localbvi.settings import settings_path
 
-        self.push_screen(SettingsScreen(self.settings), saved)
+        def saved(form: AppSettings | None) -> None:
+            if form is not None:
+                self.save_settings_form(form)
+
+        self.push_screen(SettingsScreen(self.settings_form(), str(settings_path())), saved)
+
+    def action_sessions(self) -> None:
+        from localbvi.tui.screens.sessions import SessionsScreen
+
+        if not isinstance(self.screen, SessionsScreen):
+            self.push_screen(SessionsScreen())
 
     def action_downloads(self) -> None:
         from localbvi.tui.screens.downloads import DownloadsScreen
@@ -520,16 +736,32 @@ def make_app(
     mode: str | None = None,
     *,
     services: Services | None = None,
-    settings: AppSettings | None = None,
+    settings: Settings | AppSettings | None = None,
     check_online: bool = True,
+    sessions: SessionLog | None = None,
 ) -> LocalbviApp:
-    """The app as the CLI runs it; tests pass a FakeEngine factory and `StaticServices`."""
+    """The app as the CLI runs it; tests pass a FakeEngine factory and `StaticServices`.
+
+    Without `settings` the settings file is read (a broken one gives the defaults and a
+    notification); its `model` and `mode` apply when `model_ref` is not given. An
+    `AppSettings` form is applied over the defaults (tests).
+    """
     if engine_factory is None:
         from localbvi.engine.local import LocalEngine
 
         engine_factory = LocalEngine
     if mode not in (None, "chat", "completion"):
         raise ValueError(f"mode must be 'chat' or 'completion', not {mode!r}")
+    problem: str | None = None
+    system_prompt = ""
+    if settings is None:
+        loaded = load_settings()
+        settings, problem = loaded.settings, loaded.problem
+        if model_ref is None and settings.model:
+            model_ref, mode = settings.model, mode or settings.mode
+    elif isinstance(settings, AppSettings):
+        system_prompt = settings.system_prompt
+        settings = settings.apply_to(Settings())
     return LocalbviApp(
         engine_factory(),
         services=services or StoreServices(),
@@ -537,4 +769,7 @@ def make_app(
         model_ref=model_ref,
         mode=mode,  # type: ignore[arg-type]
         check_online=check_online,
+        settings_problem=problem,
+        sessions=sessions,
+        system_prompt=system_prompt,
     )

@@ -76,7 +76,7 @@ class ModelCommands(Provider):
         app = cast("LocalbviApp", self.app)
         try:
             self._models: list[ModelChoice] = await asyncio.to_thread(
-                all_models, app.services, app.settings.n_ctx
+                all_models, app.services, app.settings.engine.n_ctx, app.settings.remote
             )
         except Exception:
             self._models = []

@@ -45,6 +45,8 @@ class ModelLoadFailed(Message):
     ref: str
     error: str
     restored: bool
+    session: bool = False
+    """The model of a reopened session: its text is shown all the same."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from localbvi.errors import DownloadError, LocalbviError, RefError
+from localbvi.settings import RemoteServer
 from localbvi.tui.state import Kind, ModelChoice
 
 __all__ = [
@@ -26,7 +27,9 @@ __all__ = [
     "StaticServices",
     "StoreServices",
     "TransferProgress",
+    "all_models",
     "format_size",
+    "remote_choices",
 ]
 
 
@@ -88,8 +91,24 @@ def format_size(n_bytes: int) -> str:
     return f"{size:.1f} TB"  # pragma: no cover
 
 
-def all_models(services: Services, n_ctx: int) -> list[ModelChoice]:
-    """Catalog and on-disk models in one list, a downloaded catalog entry listed once."""
+def remote_choices(servers: Sequence[RemoteServer]) -> list[ModelChoice]:
+    """The settings file's `[[remote]]` models as picker rows (loaded by name)."""
+    return [
+        ModelChoice(
+            ref=server.name,
+            display_name=server.name,
+            kind=server.kind,
+            quant=server.model or "",
+            source="remote",
+        )
+        for server in servers
+    ]
+
+
+def all_models(
+    services: Services, n_ctx: int, remote: Sequence[RemoteServer] = ()
+) -> list[ModelChoice]:
+    """Catalog, on-disk and remote models in one list, a downloaded catalog entry once."""
     local = services.local_models(n_ctx)
     by_ref = {m.ref: m for m in local}
     out: list[ModelChoice] = []
@@ -103,6 +122,7 @@ def all_models(services: Services, n_ctx: int) -> list[ModelChoice]:
                 seen_paths.add(choice.path)
             out.append(choice)
     out.extend(m for m in local if m.path not in seen_paths)
+    out.extend(remote_choices(remote))
     return out
 
 

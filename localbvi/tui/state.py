@@ -1,7 +1,9 @@
-"""Plain values the app keeps: settings, sampling presets, and model choices.
+"""Plain values the app keeps: the settings form, sampling presets, and model choices.
 
-Nothing here imports Textual, so a later settings file (`localbvi/settings.py`) can build an
-`AppSettings` and hand it to `make_app` without touching the UI.
+The app's settings are the domain `localbvi.settings.Settings` (one source of truth, read from
+and written to the settings file). `AppSettings` is the flat form the settings screen edits;
+`AppSettings.from_settings` and `AppSettings.apply_to` map it onto `Settings`.
+Nothing here imports Textual.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 from localbvi.engine.types import GpuLayers, LoadConfig, LoadInfo, Sampling
+from localbvi.settings import EngineSettings, Settings
 
 __all__ = [
     "PRESETS",
@@ -20,6 +23,8 @@ __all__ = [
     "apply_preset",
     "default_mode",
     "kind_of",
+    "load_config",
+    "preset_of",
 ]
 
 Mode = Literal["chat", "completion"]
@@ -28,11 +33,14 @@ Kind = Literal["base", "instruct"]
 
 @dataclass(frozen=True)
 class AppSettings:
-    """Everything the user can tune in the app; sampling applies at once, loading on next load."""
+    """The settings form: sampling applies at once, loading on next load.
+
+    Defaults are the settings file's defaults (`SamplingSettings`, `EngineSettings`).
+    """
 
     preset: str = "balanced"
     """The preset the sampling fields came from ("custom" once a field is edited)."""
-    temperature: float = 0.7
+    temperature: float = 0.8
     """Randomness; 0 always picks the most likely token."""
     top_p: float = 0.95
     """Sample from the smallest set of tokens whose probabilities add up to this."""
@@ -54,6 +62,44 @@ class AppSettings:
     """Layers offloaded to the GPU ("auto": all where supported). Applied on next load."""
     system_prompt: str = ""
     """The system message of new chats (empty: none)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, system_prompt: str = "") -> AppSettings:
+        """The form's values for `settings` (the file's), plus the session's system prompt."""
+        s, e = settings.sampling, settings.engine
+        form = cls(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            max_tokens=s.max_tokens,
+            seed=s.seed,
+            n_ctx=e.n_ctx,
+            n_threads=e.n_threads,
+            n_gpu_layers=e.n_gpu_layers,
+            system_prompt=system_prompt,
+        )
+        return replace(form, preset=preset_of(form))
+
+    def apply_to(self, settings: Settings) -> Settings:
+        """`settings` with this form's sampling and engine values (everything else kept)."""
+        return replace(
+            settings,
+            sampling=replace(
+                settings.sampling,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+                min_p=self.min_p,
+                repeat_penalty=self.repeat_penalty,
+                max_tokens=self.max_tokens,
+                seed=self.seed,
+            ),
+            engine=EngineSettings(
+                n_ctx=self.n_ctx, n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers
+            ),
+        )
 
     def sampling(self) -> Sampling:
         """The sampling request for one generation."""
@@ -94,7 +140,7 @@ PRESETS: dict[str, dict[str, float | int]] = {
         "repeat_penalty": 1.0,
     },
     "balanced": {
-        "temperature": 0.7,
+        "temperature": 0.8,
         "top_p": 0.95,
         "top_k": 40,
         "min_p": 0.05,
@@ -111,6 +157,23 @@ PRESETS: dict[str, dict[str, float | int]] = {
 """Sampling presets; each names only sampling fields so the rest of the settings stay."""
 
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")
+
+
+def preset_of(settings: AppSettings) -> str:
+    """The preset whose sampling values `settings` has, else "custom"."""
+    return next(
+        (
+            name
+            for name, values in PRESETS.items()
+            if all(getattr(settings, k) == v for k, v in values.items())
+        ),
+        "custom",
+    )
+
+
+def load_config(settings: Settings, chat_template: str | None = None) -> LoadConfig:
+    """How the next model loads, from the settings and the catalog's template override."""
+    return replace(settings.to_load_config(), chat_template=chat_template)
 
 
 def apply_preset(settings: AppSettings, name: str) -> AppSettings:
@@ -144,6 +207,11 @@ class ModelChoice:
     @property
     def downloaded(self) -> bool:
         return self.path is not None
+
+    @property
+    def remote(self) -> bool:
+        """Served by another machine (a `[[remote]]` of the settings file): never downloaded."""
+        return self.source == "remote"
 
 
 def kind_of(catalog_kind: Kind | None, info: LoadInfo | None) -> Kind:

@@ -14,6 +14,7 @@ from conftest import (
 from textual.widgets import Input, Select
 
 from localbvi.engine.fake import FakeEngine
+from localbvi.settings import Settings, load_settings, settings_path
 from localbvi.tui.screens.downloads import DownloadsScreen
 from localbvi.tui.screens.help import HelpScreen
 from localbvi.tui.screens.log import LogScreen
@@ -37,10 +38,14 @@ async def test_settings_preset_and_seed_apply_to_the_next_request(fake_app: AppF
         screen.query_one("#n_ctx", Input).value = "2048"
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
-        assert app.settings.preset == "deterministic"
-        assert app.settings.temperature == 0.0 and app.settings.seed == 42
-        assert app.settings.n_ctx == 2048
+        assert app.settings_form().preset == "deterministic"
+        assert app.settings.sampling.temperature == 0.0 and app.settings.sampling.seed == 42
+        assert app.settings.engine.n_ctx == 2048
         assert any("apply on the next load" in n for n in notifications(app))
+        # Save wrote the settings file, and said where.
+        saved = load_settings()
+        assert saved.problem is None and saved.settings == app.settings
+        assert any(str(saved.path) in n for n in notifications(app))
         # The loaded model keeps its context until the next load.
         assert "ctx 0/4096" in screen_text(app)
 
@@ -57,7 +62,8 @@ async def test_settings_reject_bad_values_inline(fake_app: AppFactory) -> None:
         assert isinstance(app.screen, SettingsScreen)
         assert "Temperature must be a number" in screen_text(app)
         await pilot.press("escape")
-        assert app.settings.temperature == AppSettings().temperature
+        assert app.settings.sampling.temperature == Settings().sampling.temperature
+        assert not settings_path().exists()
 
 
 def test_parse_settings_names_the_preset() -> None:
@@ -92,7 +98,7 @@ async def test_log_shows_the_engine_log(fake_app: AppFactory) -> None:
 
 async def test_help_lists_every_binding(fake_app: AppFactory) -> None:
     app = fake_app()
-    async with app.run_test(size=(100, 80)) as pilot:
+    async with app.run_test(size=(100, 130)) as pilot:
         await wait_until(pilot, lambda: app.model is not None)
         await pilot.press("f1")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
@@ -113,6 +119,13 @@ async def test_help_lists_every_binding(fake_app: AppFactory) -> None:
             "Cancel download",
             "Resume download",
             "Command palette",
+            # The compare screen's keys, and the sessions screen's.
+            "Re-run, new seed",
+            "X-ray base",
+            "Probs instruct",
+            "Swap modes",
+            "Sessions",
+            "Export Markdown",
         ):
             assert words in text, words
         await pilot.press("escape")

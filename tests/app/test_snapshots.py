@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from conftest import BASE, INSTRUCT, SIZE, static_services, wait_until
 from textual.pilot import Pilot
 from textual.widgets import Markdown
@@ -29,9 +30,14 @@ def app_for(model: str | None, **engine: Any) -> LocalbviApp:
 
 
 async def steady(pilot: Pilot[Any]) -> None:
-    """A blinking cursor is drawn or not depending on timing: keep it on for snapshots."""
-    for widget in pilot.app.screen.query("Input, TextArea"):
-        widget.cursor_blink = False  # type: ignore[attr-defined]
+    """A blinking cursor is drawn or not depending on timing: keep it on for snapshots.
+
+    Every screen of the stack: a dialog shows the screen under it (and its prompt's cursor)
+    through its translucent background.
+    """
+    for screen in pilot.app.screen_stack:
+        for widget in screen.query("Input, TextArea"):
+            widget.cursor_blink = False  # type: ignore[attr-defined]
     await pilot.pause()
 
 
@@ -132,7 +138,9 @@ def test_picker(snap_compare: SnapCompare) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=pick)
 
 
-def test_settings(snap_compare: SnapCompare) -> None:
+def test_settings(snap_compare: SnapCompare, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dialog names the settings file: a fixed path keeps the snapshot the same.
+    monkeypatch.setenv("LOCALBVI_SETTINGS", "/home/me/.config/localbvi/settings.toml")
     app = app_for(INSTRUCT.path)
 
     async def settings(pilot: Pilot[Any]) -> None:

@@ -39,14 +39,16 @@ from localbvi.lab.compare import (
     run_side,
 )
 from localbvi.lab.experiments import Experiment, load_experiments
-from localbvi.tui.state import ModelChoice
+from localbvi.sessions import SessionRecord
+from localbvi.tui.session_log import SessionHandle
+from localbvi.tui.state import ModelChoice, load_config
 from localbvi.tui.streaming import FRAME_S, TokenBuffer
 from localbvi.tui.widgets.compare_pane import ComparePane
 
 if TYPE_CHECKING:
     from localbvi.tui.app import LocalbviApp
 
-__all__ = ["CompareScreen", "open_compare"]
+__all__ = ["CompareScreen", "open_compare", "open_saved_compare"]
 
 TOP_PROBS = 5
 """Alternatives kept per token, for the probabilities view (measured cost: see ARCHITECTURE)."""
@@ -113,8 +115,12 @@ class CompareScreen(Screen[None]):
         engines: tuple[Engine, Engine] | None = None,
         engine_factory: Callable[[], Engine] | None = None,
         names: tuple[str, str] | None = None,
+        saved: SessionRecord | None = None,
     ) -> None:
+        """`saved`: a compare session to show again (its last run) and add new runs to."""
         super().__init__()
+        self.saved = saved
+        self.session: SessionHandle | None = None
         self.choices = (base, instruct)
         self.engines = engines
         self.owned = engines is None
@@ -163,8 +169,27 @@ class CompareScreen(Screen[None]):
                 "loading…" if self.engines is None else "ready"
             )
         self.query_one(Input).focus()
+        if self.saved is not None:
+            self._show_saved(self.saved)
         if self.engines is None:
             self._load()
+
+    def _show_saved(self, record: SessionRecord) -> None:
+        """The last run of a saved comparison, as it was; new runs go to the same session."""
+        last: dict[str, str] = {}
+        for message in record.messages:
+            if message.role == "user":
+                last = {"user": message.content}
+            else:
+                last[message.role] = message.content
+        prompt = last.get("user", "")
+        self.prompt = prompt
+        self.query_one(Input).value = prompt
+        for side in SIDES:
+            self.pane(side).append(last.get(side, ""))
+        self.session = SessionHandle(
+            "compare", record.model, record.mode, record.system, dict(record.meta), record.id
+        )
 
     def on_unmount(self) -> None:
         self._cancel_all()
@@ -192,7 +217,7 @@ class CompareScreen(Screen[None]):
                 )
                 engine = factory()
                 loaded.append(engine)
-                config = app.settings.load_config(resolved.chat_template or choice.chat_template)
+                config = load_config(app.settings, resolved.chat_template or choice.chat_template)
                 engine.load(resolved.path, config)
         except Exception as exc:
             for engine in loaded:
@@ -239,7 +264,7 @@ class CompareScreen(Screen[None]):
         return plan(self.prompt, **modes)  # type: ignore[arg-type]
 
     def sampling(self) -> Sampling:
-        sampling = replace(self.lapp.settings.sampling(), top_probs=TOP_PROBS, seed=self.seed)
+        sampling = replace(self.lapp.settings.to_sampling(), top_probs=TOP_PROBS, seed=self.seed)
         if self.experiment is not None and self.experiment.prompt == self.prompt:
             sampling = self.experiment.apply(sampling)
         return sampling
@@ -320,6 +345,26 @@ class CompareScreen(Screen[None]):
         self.runs.update(message.runs)
         self._compare = None
         self.running = False
+        if set(message.runs) == set(SIDES):
+            self._save_run(message.runs)
+
+    def _save_run(self, runs: dict[Side, SideRun]) -> None:
+        """A comparison is saved as the prompt ("user") and both replies ("base", "instruct")."""
+        log = self.lapp.sessions
+        if self.session is None:
+            base, instruct = self.choices
+            meta: dict[str, object] = {
+                side: {"ref": c.ref, "path": c.path, "name": c.display_name, "kind": c.kind}
+                for side, c in zip(SIDES, (base, instruct), strict=True)
+                if c is not None
+            }
+            model = (base.path or base.ref) if base else self.names[0]
+            self.session = log.start("compare", model, "compare", meta=meta)
+        log.add_message(self.session, "user", self.prompt)
+        for side in SIDES:
+            run = runs[side]
+            done = run.done or DoneEvent(finish_reason="cancelled")
+            log.add_reply(self.session, run.text, done, role=side)
 
     def _cancel_all(self) -> None:
         self._cancel.set()
@@ -481,6 +526,28 @@ def _engine_factory(app: LocalbviApp) -> Callable[[], Engine]:
     return make
 
 
+def open_saved_compare(app: LocalbviApp, record: SessionRecord) -> None:
+    """Reopen a saved comparison: its last run shown, its two models loaded again."""
+    choices: list[ModelChoice | None] = []
+    for side in SIDES:
+        entry = record.meta.get(side)
+        if not isinstance(entry, dict):
+            choices.append(None)
+            continue
+        kind = entry.get("kind")
+        choices.append(
+            ModelChoice(
+                ref=str(entry.get("ref") or ""),
+                display_name=str(entry.get("name") or side),
+                kind=kind if kind in SIDES else None,
+                path=entry.get("path") or None,
+            )
+        )
+    if isinstance(app.screen, CompareScreen):
+        app.pop_screen()
+    app.push_screen(CompareScreen(choices[0], choices[1], saved=record))
+
+
 def open_compare(app: LocalbviApp) -> None:
     """Open the compare view on the loaded model's catalog pair (one action)."""
     if isinstance(app.screen, CompareScreen):
@@ -502,8 +569,9 @@ def _find_pair(app: LocalbviApp) -> None:
 
 def pair_for(app: LocalbviApp) -> tuple[ModelChoice, ModelChoice]:
     """(base, instruct) for the loaded model: its catalog pair; else the model in both modes."""
-    pairs = app.services.catalog_pairs(app.settings.n_ctx)
-    local = {m.ref: m for m in app.services.local_models(app.settings.n_ctx)}
+    n_ctx = app.settings.engine.n_ctx
+    pairs = app.services.catalog_pairs(n_ctx)
+    local = {m.ref: m for m in app.services.local_models(n_ctx)}
 
     def on_disk(choice: ModelChoice) -> ModelChoice:
         found = local.get(choice.ref)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.table import Table
 from textual.app import ComposeResult
@@ -11,25 +12,34 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, Static
 
-__all__ = ["HelpScreen", "binding_groups"]
+if TYPE_CHECKING:
+    from localbvi.tui.app import LocalbviApp
+
+__all__ = ["HelpScreen", "binding_groups", "binding_ids"]
 
 
-def _bindings(bindings: list[BindingType]) -> list[tuple[str, str]]:
+def _bindings(
+    bindings: list[BindingType], keymap: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
+    keymap = keymap or {}
     for item in bindings:
         binding = item if isinstance(item, Binding) else Binding(*item)
         if binding.description:
-            out.append((binding.key.replace(",", " / "), binding.description))
+            key = keymap.get(binding.id or "", binding.key)  # a settings-file override
+            out.append((key.replace(",", " / "), binding.description))
     return out
 
 
-def binding_groups() -> list[tuple[str, list[tuple[str, str]]]]:
-    """(area, [(keys, description)]) for every screen and widget that binds keys."""
+def _binding_classes() -> list[tuple[str, list[BindingType]]]:
     from localbvi.tui.app import LocalbviApp
+    from localbvi.tui.screens.compare import CompareScreen
+    from localbvi.tui.screens.confirm import ConfirmScreen
     from localbvi.tui.screens.downloads import DownloadsScreen
     from localbvi.tui.screens.log import LogScreen
     from localbvi.tui.screens.main import MainScreen
     from localbvi.tui.screens.picker import PickerScreen
+    from localbvi.tui.screens.sessions import SessionsScreen
     from localbvi.tui.screens.settings import SettingsScreen
     from localbvi.tui.screens.welcome import WelcomeScreen
     from localbvi.tui.widgets.chat_message import ChatMessage
@@ -38,20 +48,56 @@ def binding_groups() -> list[tuple[str, list[tuple[str, str]]]]:
     from localbvi.tui.widgets.downloads_panel import DownloadRow
 
     return [
-        (
-            "Everywhere",
-            [*_bindings(LocalbviApp.BINDINGS), ("ctrl+p", "Command palette: every action")],
-        ),
-        ("Main screen", _bindings(MainScreen.BINDINGS)),
-        ("Chat mode", [("enter", "Send the message"), *_bindings(ChatView.BINDINGS)]),
-        ("A focused chat message", _bindings(ChatMessage.BINDINGS)),
-        ("Completion mode", _bindings(CompletionView.BINDINGS)),
-        ("Welcome", _bindings(WelcomeScreen.BINDINGS)),
-        ("Model picker", [("type", "Filter the list"), *_bindings(PickerScreen.BINDINGS)]),
-        ("Settings", _bindings(SettingsScreen.BINDINGS)),
-        ("Downloads", _bindings(DownloadsScreen.BINDINGS) + _bindings(DownloadRow.BINDINGS)),
-        ("Log", _bindings(LogScreen.BINDINGS)),
-        ("Help", _bindings(HelpScreen.BINDINGS)),
+        ("app", LocalbviApp.BINDINGS),
+        ("main", MainScreen.BINDINGS),
+        ("chat", ChatView.BINDINGS),
+        ("message", ChatMessage.BINDINGS),
+        ("completion", CompletionView.BINDINGS),
+        ("compare", CompareScreen.BINDINGS),
+        ("welcome", WelcomeScreen.BINDINGS),
+        ("picker", PickerScreen.BINDINGS),
+        ("sessions", SessionsScreen.BINDINGS),
+        ("confirm", ConfirmScreen.BINDINGS),
+        ("settings", SettingsScreen.BINDINGS),
+        ("downloads", DownloadsScreen.BINDINGS + DownloadRow.BINDINGS),
+        ("log", LogScreen.BINDINGS),
+        ("help", HelpScreen.BINDINGS),
+    ]
+
+
+def binding_ids() -> set[str]:
+    """Every binding id a settings file's `[keys]` may rebind."""
+    return {
+        item.id
+        for _, bindings in _binding_classes()
+        for item in bindings
+        if isinstance(item, Binding) and item.id
+    }
+
+
+def binding_groups(
+    keymap: Mapping[str, str] | None = None,
+) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(area, [(keys, description)]) for every screen and widget that binds keys.
+
+    `keymap` (binding id → key, the settings file's `[keys]`) replaces the default keys.
+    """
+    b = dict(_binding_classes())
+    km = keymap or {}
+    return [
+        ("Everywhere", [*_bindings(b["app"], km), ("ctrl+p", "Command palette: every action")]),
+        ("Main screen", _bindings(b["main"], km)),
+        ("Chat mode", [("enter", "Send the message"), *_bindings(b["chat"], km)]),
+        ("A focused chat message", _bindings(b["message"], km)),
+        ("Completion mode", _bindings(b["completion"], km)),
+        ("Compare (ctrl+b)", [("enter", "Run the prompt on both"), *_bindings(b["compare"], km)]),
+        ("Welcome", _bindings(b["welcome"], km)),
+        ("Model picker", [("type", "Filter the list"), *_bindings(b["picker"], km)]),
+        ("Sessions", [("type", "Search the text"), *_bindings(b["sessions"], km)]),
+        ("Settings", _bindings(b["settings"], km)),
+        ("Downloads", _bindings(b["downloads"], km)),
+        ("Log", _bindings(b["log"], km)),
+        ("Help", _bindings(b["help"], km)),
     ]
 
 
@@ -66,7 +112,8 @@ class HelpScreen(ModalScreen[None]):
         table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=False)
         table.add_column("keys", style="bold", no_wrap=True)
         table.add_column("action")
-        for area, rows in binding_groups():
+        keymap = cast("LocalbviApp", self.app).settings.keys
+        for area, rows in binding_groups(keymap):
             table.add_row(f"[underline]{area}[/]", "")
             for keys, description in rows:
                 table.add_row(keys, description)

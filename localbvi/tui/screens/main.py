@@ -40,7 +40,7 @@ class MainScreen(Screen[None]):
         app = cast("LocalbviApp", self.app)
         yield Label("", id="model-banner")
         with ContentSwitcher(initial="chat", id="views"):
-            yield ChatView(system_prompt=app.settings.system_prompt, id="chat")
+            yield ChatView(system_prompt=app.system_prompt, id="chat")
             yield CompletionView(id="completion")
         yield StatusBar(id="status")
         yield Footer()

@@ -46,7 +46,7 @@ class PickerScreen(ModalScreen[ModelChoice | None]):
     def _list_models(self) -> None:
         app = cast("LocalbviApp", self.app)
         try:
-            models = all_models(app.services, app.settings.n_ctx)
+            models = all_models(app.services, app.settings.engine.n_ctx, app.settings.remote)
             error = ""
         except Exception as exc:
             models, error = [], str(exc)

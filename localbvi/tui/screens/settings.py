@@ -1,4 +1,7 @@
-"""Settings: sampling (with presets and seed) now; context, threads, GPU layers on next load."""
+"""Settings: sampling (with presets and seed) now; context, threads, GPU layers on next load.
+
+Save writes the settings file (the app does, with `localbvi.settings.save_settings`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select
 
-from localbvi.tui.state import PRESETS, SAMPLING_FIELDS, AppSettings, apply_preset
+from localbvi.tui.state import PRESETS, SAMPLING_FIELDS, AppSettings, apply_preset, preset_of
 
 __all__ = ["SettingsScreen", "parse_settings"]
 
@@ -69,15 +72,7 @@ def parse_settings(base: AppSettings, raw: dict[str, str]) -> AppSettings:
         else int(number("n_gpu_layers", "GPU layers", int, -1, 10_000)),
         system_prompt=raw.get("system_prompt", base.system_prompt),
     )
-    preset = next(
-        (
-            name
-            for name, values in PRESETS.items()
-            if all(getattr(settings, k) == v for k, v in values.items())
-        ),
-        "custom",
-    )
-    return replace(settings, preset=preset)
+    return replace(settings, preset=preset_of(settings))
 
 
 class SettingsScreen(ModalScreen[AppSettings | None]):
@@ -88,9 +83,10 @@ class SettingsScreen(ModalScreen[AppSettings | None]):
         Binding("ctrl+s", "save", "Save", id="settings.save", priority=True),
     ]
 
-    def __init__(self, settings: AppSettings) -> None:
+    def __init__(self, settings: AppSettings, path: str = "") -> None:
         super().__init__()
         self.settings = settings
+        self.path = path
 
     def compose(self) -> ComposeResult:
         options = [(name.capitalize(), name) for name in PRESETS]
@@ -115,9 +111,10 @@ class SettingsScreen(ModalScreen[AppSettings | None]):
                 yield Label("for new chats", classes="field-hint")
             yield Label(
                 "Sampling applies to the next request; context size, threads and GPU layers "
-                "on the next model load.",
+                "on the next model load. The system prompt is kept for this run only.",
                 classes="dialog-note",
             )
+            yield Label(f"Save writes {self.path or 'the settings file'}", classes="dialog-note")
             yield Label("", id="settings-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")

@@ -40,7 +40,9 @@ class WelcomeScreen(Screen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="welcome"):
+        # Not focusable itself: Tab goes between the two lists (and download rows), never to
+        # the scroll container, where Enter would open nothing.
+        with VerticalScroll(id="welcome", can_focus=False):
             yield Label("localbvi — local base vs instruct", classes="welcome-title")
             yield Static(INTRO, id="intro")
             yield Label("", id="offline-note")
@@ -84,9 +86,10 @@ class WelcomeScreen(Screen[None]):
         """List pairs and local files without blocking the first frame."""
         app = self.lapp
         try:
-            pairs = app.services.catalog_pairs(app.settings.n_ctx)
-            local = app.services.local_models(app.settings.n_ctx)
-            models = all_models(app.services, app.settings.n_ctx)
+            n_ctx = app.settings.engine.n_ctx
+            pairs = app.services.catalog_pairs(n_ctx)
+            local = app.services.local_models(n_ctx)
+            models = all_models(app.services, n_ctx)
         except Exception as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
@@ -118,6 +121,9 @@ class WelcomeScreen(Screen[None]):
 
     def action_open(self, source: OptionList | None = None) -> None:
         widget = source or self.focused
+        if not isinstance(widget, OptionList):
+            # Focus elsewhere (a download row): open what the "On disk" list highlights.
+            widget = self.query_one(ModelList) if self.query_one(ModelList).models else None
         if isinstance(widget, ModelList):
             model = widget.selected_model()
             if model is not None:

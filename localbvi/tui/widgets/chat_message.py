@@ -22,20 +22,34 @@ class ChatMessage(Vertical, can_focus=True):
         Binding("c", "copy", "Copy message", id="message.copy"),
     ]
 
-    def __init__(self, role: str, content: str = "", *, streaming: bool = False) -> None:
-        super().__init__(classes=f"-{role}")
+    def __init__(
+        self,
+        role: str,
+        content: str = "",
+        *,
+        streaming: bool = False,
+        outcome: Outcome | None = None,
+        note: str = "",
+    ) -> None:
+        """`outcome` and `note` show a finished reply at once (a reopened session)."""
+        super().__init__(classes=f"-{role}" + (f" -{outcome}" if outcome else ""))
         self.role = role
         self.content = content
         self.streaming = streaming
-        self.outcome: Outcome | None = None
+        self.outcome: Outcome | None = outcome
+        self._note = note
 
     def compose(self) -> ComposeResult:
         title = {"user": "You", "assistant": "Model", "system": "System"}.get(self.role, self.role)
         yield Label(title, classes="message-role")
-        if self.streaming or self.role == "user":
+        if self.outcome == "error":
+            yield Static(Text(self._note or "error", style="bold red"), classes="message-body")
+        elif self.streaming or self.role == "user" or self.outcome == "cancelled":
             yield Static(Text(self.content), classes="message-body")
         else:
             yield Markdown(self.content, classes="message-body")
+        if self.outcome == "cancelled":
+            yield Label("⊘ cancelled — partial reply", classes="message-note")
 
     def append(self, text: str) -> None:
         """Add streamed text; a plain Static re-renders cheaply at frame rate."""

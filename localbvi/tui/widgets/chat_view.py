@@ -11,10 +11,15 @@ from textual.containers import VerticalScroll
 from textual.widgets import Input
 
 from localbvi.engine.types import DoneEvent, Message
-from localbvi.tui.widgets.chat_message import ChatMessage
+from localbvi.sessions import SessionRecord
+from localbvi.tui.session_log import SessionHandle
+from localbvi.tui.widgets.chat_message import ChatMessage, Outcome
 from localbvi.tui.widgets.streaming_view import StreamingView
 
 __all__ = ["ChatView"]
+
+OUTCOMES: dict[str, Outcome] = {"complete": "done", "cancelled": "cancelled", "error": "error"}
+"""A saved message's status as the transcript shows it."""
 
 
 class ChatView(StreamingView):
@@ -33,6 +38,8 @@ class ChatView(StreamingView):
         self._initial_system = system_prompt
         self.turns: list[ChatMessage] = []
         self._reply: ChatMessage | None = None
+        self.session: SessionHandle | None = None
+        """Where this chat is saved (a new one after ctrl+n); created with the first message."""
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -75,7 +82,21 @@ class ChatView(StreamingView):
             return
         self.prompt.value = ""
         self._add_turn(ChatMessage("user", text))
+        self.lapp.sessions.add_message(self._session(), "user", text)
         self._ask()
+
+    def _session(self) -> SessionHandle:
+        if self.session is None:
+            model = self.lapp.model
+            system = self.query_one("#system-prompt", Input).value.strip()
+            self.session = self.lapp.sessions.start(
+                "chat",
+                model.ref if model else "",
+                "chat",
+                system=system,
+                meta={"display_name": model.display_name, "kind": model.kind} if model else {},
+            )
+        return self.session
 
     @on(Input.Submitted, "#system-prompt")
     def _system_done(self, event: Input.Submitted) -> None:
@@ -93,7 +114,7 @@ class ChatView(StreamingView):
         self._reply = reply
         self._add_turn(reply)
         engine = self.lapp.engine
-        sampling = self.lapp.settings.sampling()
+        sampling = self.lapp.settings.to_sampling()
         self.start_generation(lambda: engine.chat(messages, sampling))
 
     def on_stream_text(self, text: str) -> None:
@@ -105,6 +126,7 @@ class ChatView(StreamingView):
         reply, self._reply = self._reply, None
         if reply is None:
             return
+        self.lapp.sessions.add_reply(self._session(), reply.content, done)
         if done.finish_reason == "error":
             reply.finish("error", done.error)
             self.notify(done.error, title="The model could not answer", severity="error")
@@ -163,8 +185,34 @@ class ChatView(StreamingView):
 
     def action_new_chat(self) -> None:
         self.cancel_generation()
+        self._clear()
+        self.prompt.focus()
+
+    def _clear(self) -> None:
         self._reply = None
+        self.session = None
         for turn in self.turns:
             turn.remove()
         self.turns.clear()
+
+    def restore(self, record: SessionRecord) -> None:
+        """Show a saved chat; new messages are added to the same session."""
+        self.cancel_generation()
+        self._clear()
+        self.query_one("#system-prompt", Input).value = record.system
+        for message in record.messages:
+            if message.role == "system":
+                continue
+            note = str(message.stats.get("error", "")) if message.status == "error" else ""
+            self._add_turn(
+                ChatMessage(
+                    message.role,
+                    message.content,
+                    outcome=OUTCOMES[message.status] if message.role != "user" else None,
+                    note=note,
+                )
+            )
+        self.session = SessionHandle(
+            "chat", record.model, record.mode, record.system, dict(record.meta), record.id
+        )
         self.prompt.focus()

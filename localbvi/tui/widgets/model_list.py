@@ -29,8 +29,7 @@ def model_line(model: ModelChoice) -> Text:
         " ",
         (f"{model.quant[:7]:<7}", "dim"),
         f"{format_size(model.size):>8}  ",
-        ("● on disk" if model.downloaded else "○ download", "green" if model.downloaded else "dim"),
-        " " if model.downloaded else "",
+        *_state(model),
         "  ",
         (f"{model.ram_fit or '':<9}", FIT_STYLE.get(model.ram_fit, "dim")),
         ("🔒 gated" if model.gated else "", "yellow"),
@@ -38,6 +37,14 @@ def model_line(model: ModelChoice) -> Text:
         overflow="ellipsis",
     )
     return line
+
+
+def _state(model: ModelChoice) -> tuple[tuple[str, str], str]:
+    if model.remote:
+        return (" remote ", "bold black on yellow"), "  "
+    if model.downloaded:
+        return ("● on disk", "green"), " "
+    return ("○ download", "dim"), ""
 
 
 class ModelList(OptionList):
