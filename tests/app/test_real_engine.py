@@ -50,6 +50,9 @@ async def test_chat_reply_streams_and_stops(gemma_instruct: Path) -> None:
         text = screen_text(app)
         assert "tok/s" in text and "CPU" in text
         assert "instruct" in text and "chat mode" in text
+        # Context use follows the reply: prompt tokens + generated tokens.
+        status = app.main.status
+        assert status.ctx_used > 0 and f"ctx {status.ctx_used}/1024" in text, text
 
 
 async def test_completion_streams_into_the_document(gemma_base: Path) -> None:

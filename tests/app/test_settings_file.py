@@ -1,0 +1,96 @@
+"""The settings file in the app: loaded at start, written by Save, keys rebound."""
+
+from __future__ import annotations
+
+from conftest import (
+    BASE,
+    INSTRUCT,
+    SIZE,
+    AppFactory,
+    notifications,
+    screen_text,
+    wait_until,
+)
+from textual.widgets import Input
+
+from localbvi.settings import load_settings, settings_path
+from localbvi.tui.screens.settings import SettingsScreen
+from localbvi.tui.screens.welcome import WelcomeScreen
+
+
+def write_settings(text: str) -> None:
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+async def test_a_broken_file_notifies_with_its_line_and_defaults_apply(
+    fake_app: AppFactory,
+) -> None:
+    write_settings('theme = "nord"\n[sampling\ntemperature = 0.1\n')
+    app = fake_app(model_ref=None)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, WelcomeScreen))
+        problem = next(n for n in notifications(app) if "Settings file" in n)
+        assert "not valid TOML" in problem and "line 2" in problem
+        assert str(settings_path()) in problem
+        assert app.settings.sampling.temperature == 0.8 and app.theme == "textual-dark"
+        assert "Traceback" not in screen_text(app)
+
+
+async def test_file_values_apply_model_mode_sampling_context_theme(fake_app: AppFactory) -> None:
+    write_settings(
+        f'model = "{BASE.path}"\nmode = "chat"\ntheme = "nord"\n'
+        "[engine]\nn_ctx = 2048\n[sampling]\ntemperature = 0.2\nmax_tokens = 7\n"
+    )
+    app = fake_app(model_ref=None)
+    async with app.run_test(size=SIZE) as pilot:
+        # No --model: the file's model opens directly, in the file's mode.
+        await wait_until(pilot, lambda: app.model is not None, what="file's model")
+        assert app.model is not None and app.model.ref == BASE.path
+        assert app.mode == "chat" and app.theme == "nord"
+        assert "ctx 0/2048" in screen_text(app)
+        sampling = app.settings.to_sampling()
+        assert sampling.temperature == 0.2 and sampling.max_tokens == 7
+
+
+async def test_save_writes_toml_the_loader_reads_back(fake_app: AppFactory) -> None:
+    write_settings('[keys]\n"app.help" = "f2"\n')
+    app = fake_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await wait_until(pilot, lambda: app.model is not None)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        app.screen.query_one("#top_k", Input).value = "7"
+        app.screen.query_one("#n_threads", Input).value = "3"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        loaded = load_settings()
+        assert loaded.problem is None
+        assert loaded.settings.sampling.top_k == 7 and loaded.settings.engine.n_threads == 3
+        assert dict(loaded.settings.keys) == {"app.help": "f2"}  # kept, not dropped
+        assert any(f"Written to {settings_path()}" in n for n in notifications(app))
+
+
+async def test_a_key_override_rebinds_the_action(fake_app: AppFactory) -> None:
+    from localbvi.tui.screens.help import HelpScreen
+
+    write_settings('[keys]\n"app.help" = "f2"\n"no.such" = "f9"\n')
+    app = fake_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await wait_until(pilot, lambda: app.model is not None)
+        assert any("unknown action id no.such" in n for n in notifications(app))
+        await pilot.press("f1")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help on f2")
+        assert "f2" in screen_text(app)
+
+
+async def test_instruct_default_from_file_with_mode_flag(fake_app: AppFactory) -> None:
+    write_settings(f'model = "{INSTRUCT.path}"\nmode = "completion"\n')
+    app = fake_app(model_ref=None)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.model is not None)
+        assert app.mode == "completion"
