@@ -88,7 +88,7 @@ class ModelCommands(Provider):
             title = f"Load model: {model.display_name}"
             score = matcher.match(title)
             if score > 0:
-                state = "on disk" if model.downloaded else "download"
+                state = "remote" if model.remote else "on disk" if model.downloaded else "download"
                 yield Hit(
                     score,
                     matcher.highlight(title),

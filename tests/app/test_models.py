@@ -124,13 +124,16 @@ async def test_command_palette_lists_screen_actions_and_models(fake_app: AppFact
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.model is not None)
         await pilot.press("ctrl+p")
-        await pilot.pause(0.3)
-        assert "Copy reply" in screen_text(app)  # discovery lists this screen's actions
-        for action in ("Models", "Settings", "Help", "Mode", "Regenerate", "Stop reply"):
+        # Discovery lists this screen's actions (waits, not sleeps: a busy machine is slow).
+        await wait_until(pilot, lambda: "Copy reply" in screen_text(app), what="discovery")
+        for action in ("Models", "Settings", "Sessions", "Help", "Mode", "Regenerate"):
             await pilot.press(*action.lower())
-            await pilot.pause(0.2)
-            assert action in screen_text(app), action
+            await wait_until(pilot, lambda: action in screen_text(app), what=action)  # noqa: B023
             await pilot.press(*["backspace"] * len(action))
+        await pilot.press(*"stop reply")
+        await wait_until(pilot, lambda: "Stop reply" in screen_text(app), what="Stop reply")
+        await pilot.press(*["backspace"] * len("stop reply"))
         await pilot.press(*"load model demo 270m")
-        await pilot.pause(0.3)
-        assert "Load model: Demo 270M" in screen_text(app)
+        await wait_until(
+            pilot, lambda: "Load model: Demo 270M" in screen_text(app), what="model hits"
+        )

@@ -117,7 +117,7 @@ async def test_sessions_screen_lists_newest_first_and_searches(fake_app: AppFact
 
 
 async def test_delete_asks_then_deletes(fake_app: AppFactory) -> None:
-    doc_id, chat_id = seed_sessions()
+    doc_id, _chat_id = seed_sessions()
     app = fake_app()
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.model is not None)
@@ -137,7 +137,7 @@ async def test_delete_asks_then_deletes(fake_app: AppFactory) -> None:
 
 
 async def test_reopen_restores_messages_and_mode(fake_app: AppFactory) -> None:
-    doc_id, chat_id = seed_sessions()
+    _doc_id, chat_id = seed_sessions()
     app = fake_app(model_ref=BASE.path)  # a base model in completion mode
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await wait_until(pilot, lambda: app.model is not None)

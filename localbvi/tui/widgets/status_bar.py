@@ -38,7 +38,9 @@ class StatusBar(Widget):
         """Show the figures of a finished generation."""
         if done.finish_reason == "error":
             return
-        self.ctx_used = done.prompt_tokens + done.tokens
+        used = done.prompt_tokens + done.tokens
+        if used:  # a server that reports no usage (a cancelled stream) leaves the last figure
+            self.ctx_used = used
         self.tokens_per_s = done.tokens_per_s
         self.ttft_s = done.ttft_s
 
