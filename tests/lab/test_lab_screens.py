@@ -289,3 +289,27 @@ async def test_real_engines_compare_and_xray(base_engine: Any, instruct_engine: 
         assert isinstance(probs, TokenProbsScreen)
         top = probs.run.tokens[0]
         assert len(top.alternatives) == 5 and top.alternatives[0].id == top.id
+
+
+async def test_a_sibling_not_on_disk_says_why_in_the_panes() -> None:
+    """Offline with only the base model: the compare screen says what is missing and stays."""
+    missing = ModelChoice(ref="demo-it", display_name="Demo 270M IT", kind="instruct")
+    engine = FakeEngine()
+    services = StaticServices(
+        pairs=[(BASE, missing)], local=[BASE], downloads={"demo-it": "/x.gguf"}, online=False
+    )
+    app = make_app(lambda: engine, model_ref=BASE.path, services=services, check_online=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.model is not None, what="the app's model")
+        await pilot.press("ctrl+b")
+        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), what="compare")
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+
+        def stats(side: str) -> str:
+            from textual.widgets import Label
+
+            return str(screen.pane(side).query_one(".pane-stats", Label).render())
+
+        await wait_until(pilot, lambda: "not loaded" in stats("instruct"), what="the reason")
+        assert "not on disk" in stats("instruct") and "offline" in stats("instruct")

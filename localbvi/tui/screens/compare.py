@@ -230,8 +230,11 @@ class CompareScreen(Screen[None]):
     @on(EnginesReady)
     def _engines_ready(self, message: EnginesReady) -> None:
         if message.engines is None:
+            # The reason stays in the panes: a notification alone is gone before it is read.
             for side in SIDES:
-                self.pane(side).query_one(".pane-stats", Label).update("not loaded")
+                self.pane(side).query_one(".pane-stats", Label).update(
+                    f"not loaded: {message.error}"
+                )
             self.notify(message.error, title="Could not open the comparison", severity="error")
             return
         self.engines = message.engines
