@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 from localbvi.engine.types import GpuLayers, LoadConfig, LoadInfo, Sampling
-from localbvi.settings import EngineSettings, Settings
+from localbvi.settings import EngineSettings, SamplingSettings, Settings
 
 __all__ = [
     "PRESETS",
@@ -27,6 +27,10 @@ __all__ = [
     "preset_of",
 ]
 
+# The form starts from the settings file's defaults, so the two never drift apart.
+_SAMPLING = SamplingSettings()
+_ENGINE = EngineSettings()
+
 Mode = Literal["chat", "completion"]
 Kind = Literal["base", "instruct"]
 
@@ -40,25 +44,25 @@ class AppSettings:
 
     preset: str = "balanced"
     """The preset the sampling fields came from ("custom" once a field is edited)."""
-    temperature: float = 0.8
+    temperature: float = _SAMPLING.temperature
     """Randomness; 0 always picks the most likely token."""
-    top_p: float = 0.95
+    top_p: float = _SAMPLING.top_p
     """Sample from the smallest set of tokens whose probabilities add up to this."""
-    top_k: int = 40
+    top_k: int = _SAMPLING.top_k
     """Sample from at most this many most-likely tokens (0: no limit)."""
-    min_p: float = 0.05
+    min_p: float = _SAMPLING.min_p
     """Drop tokens less likely than this fraction of the most likely one."""
-    repeat_penalty: float = 1.0
+    repeat_penalty: float = _SAMPLING.repeat_penalty
     """Above 1 discourages repeating recent tokens."""
-    max_tokens: int = 256
+    max_tokens: int = _SAMPLING.max_tokens
     """Longest reply or continuation, in tokens."""
     seed: int | None = None
     """Fixed seed for repeatable sampling; None draws a new one per request."""
-    n_ctx: int = 4096
+    n_ctx: int = _ENGINE.n_ctx
     """Context window in tokens (prompt + reply). Applied on next load."""
     n_threads: int | None = None
     """CPU threads; None lets localbvi pick. Applied on next load."""
-    n_gpu_layers: GpuLayers = "auto"
+    n_gpu_layers: GpuLayers = _ENGINE.n_gpu_layers
     """Layers offloaded to the GPU ("auto": all where supported). Applied on next load."""
     system_prompt: str = ""
     """The system message of new chats (empty: none)."""
