@@ -621,7 +621,8 @@ class LocalbviApp(App[int]):
     @on(DownloadUpdated)
     def _download_updated(self, message: DownloadUpdated) -> None:
         task = self.downloads.get(message.task_id)
-        if task is None:
+        if task is None or not self.screen_stack:
+            # A download thread can report after the app began to close: nothing to show.
             return
         from localbvi.tui.widgets.downloads_panel import DownloadsPanel
 
