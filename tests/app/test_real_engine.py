@@ -47,6 +47,8 @@ async def test_chat_reply_streams_and_stops(gemma_instruct: Path) -> None:
         assert reply.outcome == "done"
         assert reply.content.strip()
         assert "<end_of_turn>" not in reply.content
+        # The status bar redraws on the next frame after the reply ends.
+        await wait_until(pilot, lambda: "tok/s" in screen_text(app), what="reply speed shown")
         text = screen_text(app)
         assert "tok/s" in text and "CPU" in text
         assert "instruct" in text and "chat mode" in text
