@@ -180,7 +180,7 @@ def stream_events(
                 stream.write(event.text)
                 stream.flush()
         else:
-            done = DoneEvent(**{**event.__dict__, "load_s": load_s})
+            done = replace(event, load_s=load_s)
     if done is None:  # cannot happen with a conforming engine; never leave the caller empty
         done = DoneEvent(finish_reason="error", error="the engine ended without a result")
     if json_mode:

@@ -108,14 +108,16 @@ def _complete(args: argparse.Namespace) -> int:
     recorder = _recorder(args, opened, "completion", document=prompt)
     try:
         events = opened.engine.complete(prompt, sampling)
-        done = _stream(events, args, opened, recorder)
+        done, _ = _stream(events, args, opened, recorder)
     finally:
         opened.engine.close()
     return 0 if done.finish_reason != "error" else 1
 
 
-def _stream(events: Any, args: argparse.Namespace, opened: OpenedModel, recorder: Any) -> DoneEvent:
-    """Stream to stdout, keep the text for the session record, stats to stderr."""
+def _stream(
+    events: Any, args: argparse.Namespace, opened: OpenedModel, recorder: Any
+) -> tuple[DoneEvent, str]:
+    """Stream to stdout, stats to stderr; returns the result and the generated text."""
     pieces: list[str] = []
 
     def keep(evts: Any) -> Any:
@@ -145,7 +147,7 @@ def _stream(events: Any, args: argparse.Namespace, opened: OpenedModel, recorder
             else ("error" if done.finish_reason == "error" else "complete")
         )
         recorder("".join(pieces), status, done.to_json())
-    return done
+    return done, "".join(pieces)
 
 
 @_json_errors
@@ -174,18 +176,9 @@ def _chat_turn(
 ) -> int:
     history.append(Message("user", text))
     recorder = recorder_factory(text) if recorder_factory else None
-    events = opened.engine.chat(history, sampling)
-    pieces: list[str] = []
-    done = _stream(_collect(events, pieces), args, opened, recorder)
-    history.append(Message("assistant", "".join(pieces)))
+    done, reply = _stream(opened.engine.chat(history, sampling), args, opened, recorder)
+    history.append(Message("assistant", reply))
     return 0 if done.finish_reason != "error" else 1
-
-
-def _collect(events: Any, pieces: list[str]) -> Any:
-    for e in events:
-        if getattr(e, "type", "") == "token":
-            pieces.append(e.text)
-        yield e
 
 
 def _chat_loop(
