@@ -67,6 +67,7 @@ class _Worker:
         self.info: LoadInfo | None = None
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._abort_cb: Any = None
+        self._abort_enabled = False
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -137,14 +138,14 @@ class _Worker:
             return cancel.is_set()
 
         self._abort_cb = llama_cpp.ggml_abort_callback(should_abort)
-        self._abort_enabled = False
+        self._abort_enabled = False  # a new context starts without the callback
 
     def _set_abort(self, enabled: bool) -> None:
         # The callback runs once per graph node; it is on only while the prompt is evaluated
         # so that decoding pays nothing for it.
         import llama_cpp
 
-        if enabled == getattr(self, "_abort_enabled", False):
+        if enabled == self._abort_enabled:
             return
         ctx = self.llm.ctx
         if enabled:
@@ -315,14 +316,13 @@ class _Worker:
     def _reset_after_abort(self) -> None:
         # An aborted decode leaves the KV cache in an unknown state: start clean next time.
         self.llm.reset()
-        mem = None
         try:
             import llama_cpp
 
             mem = llama_cpp.llama_get_memory(self.llm.ctx)
             if mem is not None:
                 llama_cpp.llama_memory_clear(mem, True)
-        except AttributeError:
+        except AttributeError:  # llama-cpp-python builds older than llama_get_memory
             pass
 
     def _alternatives(
