@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from localbvi.engine.types import GpuLayers, LoadConfig, Sampling
+from localbvi.engine.types import ExtraBuffers, GpuLayers, LoadConfig, Sampling
 from localbvi.errors import SettingsError
 from localbvi.paths import config_dir
 
@@ -53,6 +53,9 @@ class EngineSettings:
     """CPU threads for decoding; leave it out to let localbvi pick (the physical cores)."""
     n_gpu_layers: GpuLayers = "auto"
     """Layers to put on the GPU: "auto" offloads all where the build supports it, 0 for none."""
+    cpu_extra_buffers: ExtraBuffers = "auto"
+    """llama.cpp's CPU extra buffers (AMX, weight repacking): "auto" turns them off where they
+    crash llama.cpp on this CPU (found once, then remembered), "on" or "off" to force."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class Settings:
             n_ctx=self.engine.n_ctx,
             n_threads=self.engine.n_threads,
             n_gpu_layers=self.engine.n_gpu_layers,
+            cpu_extra_buffers=self.engine.cpu_extra_buffers,
         )
 
     def to_sampling(self) -> Sampling:
@@ -303,6 +307,7 @@ _FIELD_CHECKS: dict[type[Any], dict[str, _Check]] = {
         "n_ctx": lambda v, k: _number(v, k, integer=True, lo=16, hi=1 << 22, default=4096),
         "n_threads": lambda v, k: _optional_int(v, k, 1, "4"),
         "n_gpu_layers": _gpu_layers,
+        "cpu_extra_buffers": lambda v, k: _choice(v, k, ("auto", "on", "off")),
     },
     SamplingSettings: {
         "temperature": lambda v, k: _number(v, k, integer=False, lo=0, hi=5, default=0.8),

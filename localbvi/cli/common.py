@@ -104,6 +104,13 @@ def add_load_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="layers to offload to the GPU: auto (all, where supported) or N",
     )
+    g.add_argument(
+        "--cpu-extra-buffers",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="llama.cpp's CPU extra buffers (AMX, weight repacking): auto (default) turns "
+        "them off where they crash llama.cpp on this CPU",
+    )
 
 
 def _settings() -> Settings:
@@ -136,7 +143,12 @@ def sampling_from(args: argparse.Namespace, **overrides: Any) -> Sampling:
 
 def load_config_from(args: argparse.Namespace) -> LoadConfig:
     base: LoadConfig = _settings().to_load_config()
-    flags = {"n_ctx": args.ctx, "n_threads": args.threads, "n_gpu_layers": args.gpu_layers}
+    flags = {
+        "n_ctx": args.ctx,
+        "n_threads": args.threads,
+        "n_gpu_layers": args.gpu_layers,
+        "cpu_extra_buffers": args.cpu_extra_buffers,
+    }
     return replace(base, **{k: v for k, v in flags.items() if v is not None})
 
 

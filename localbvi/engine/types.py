@@ -14,6 +14,7 @@ __all__ = [
     "DoneEvent",
     "Event",
     "FinishReason",
+    "ExtraBuffers",
     "GpuLayers",
     "LoadConfig",
     "LoadInfo",
@@ -28,6 +29,7 @@ __all__ = [
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 GpuLayers = int | Literal["auto"]
+ExtraBuffers = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class LoadConfig:
     """Default sampling seed (-1: random). A `Sampling.seed` overrides it per request."""
     chat_template: str | None = None
     """A Jinja chat template that replaces the one in the GGUF (the catalog's override)."""
+    cpu_extra_buffers: ExtraBuffers = "auto"
+    """llama.cpp's CPU extra buffer types (AMX, weight repacking): "auto" uses them unless
+    they crashed llama.cpp on this CPU with this build (then remembered), "on" or "off"."""
 
 
 @dataclass(frozen=True)
@@ -90,15 +95,20 @@ class LoadInfo:
     model_name: str = ""
     remote: bool = False
     """True when a server runs the model (its device is the server's business)."""
+    extra_buffers: bool = True
+    """Whether llama.cpp's CPU extra buffer types (AMX, repacking) are in use."""
+    extra_buffers_note: str = ""
+    """Why they are off, in words, when localbvi turned them off (empty otherwise)."""
 
     @property
     def device(self) -> str:
         """Where the model runs, in words: "CPU", "GPU (N/M layers)" or "server"."""
         if self.remote:
             return "server"
+        safe = "" if self.extra_buffers else ", extra buffers off"
         if self.n_gpu_layers > 0:
-            return f"GPU ({self.n_gpu_layers}/{self.n_layers} layers)"
-        return "CPU"
+            return f"GPU ({self.n_gpu_layers}/{self.n_layers} layers{safe})"
+        return f"CPU ({safe[2:]})" if safe else "CPU"
 
 
 @dataclass(frozen=True)

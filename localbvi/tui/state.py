@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Literal
 
-from localbvi.engine.types import GpuLayers, LoadConfig, LoadInfo, Sampling
+from localbvi.engine.types import ExtraBuffers, GpuLayers, LoadConfig, LoadInfo, Sampling
 from localbvi.settings import EngineSettings, SamplingSettings, Settings
 
 __all__ = [
@@ -64,6 +64,8 @@ class AppSettings:
     """CPU threads; None lets localbvi pick. Applied on next load."""
     n_gpu_layers: GpuLayers = _ENGINE.n_gpu_layers
     """Layers offloaded to the GPU ("auto": all where supported). Applied on next load."""
+    cpu_extra_buffers: ExtraBuffers = _ENGINE.cpu_extra_buffers
+    """llama.cpp's CPU extra buffers ("auto": off where they crash). Applied on next load."""
     system_prompt: str = ""
     """The system message of new chats (empty: none)."""
 
@@ -82,6 +84,7 @@ class AppSettings:
             n_ctx=e.n_ctx,
             n_threads=e.n_threads,
             n_gpu_layers=e.n_gpu_layers,
+            cpu_extra_buffers=e.cpu_extra_buffers,
             system_prompt=system_prompt,
         )
         return replace(form, preset=preset_of(form))
@@ -100,8 +103,12 @@ class AppSettings:
                 max_tokens=self.max_tokens,
                 seed=self.seed,
             ),
-            engine=EngineSettings(
-                n_ctx=self.n_ctx, n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers
+            engine=replace(
+                settings.engine,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                n_gpu_layers=self.n_gpu_layers,
+                cpu_extra_buffers=self.cpu_extra_buffers,
             ),
         )
 
@@ -124,14 +131,16 @@ class AppSettings:
             n_threads=self.n_threads,
             n_gpu_layers=self.n_gpu_layers,
             chat_template=chat_template,
+            cpu_extra_buffers=self.cpu_extra_buffers,
         )
 
     def load_fields_differ(self, other: AppSettings) -> bool:
         """True when `other` changes something that only takes effect on the next load."""
-        return (self.n_ctx, self.n_threads, self.n_gpu_layers) != (
+        return (self.n_ctx, self.n_threads, self.n_gpu_layers, self.cpu_extra_buffers) != (
             other.n_ctx,
             other.n_threads,
             other.n_gpu_layers,
+            other.cpu_extra_buffers,
         )
 
 
