@@ -7,6 +7,8 @@ do. The CLI and the TUI show `str(error)` and never a traceback.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "CatalogError",
     "ContextOverflowError",
@@ -21,7 +23,32 @@ __all__ = [
     "SessionStoreError",
     "SettingsError",
     "TemplateError",
+    "printable",
+    "shorten",
 ]
+
+# CSI/OSC/other escape sequences and C0/C1 control characters, except newline and tab.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI … final byte
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC … BEL or ST
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC … ST
+    r"|\x1b[@-Z\\-_]?"  # other two-byte escapes (or a lone ESC)
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
+
+
+def printable(text: str) -> str:
+    """`text` without terminal control sequences (newlines and tabs kept).
+
+    Text from a file or a server (a model name, a token, an error body) could otherwise move
+    the cursor, retitle the window or hide what comes next on the user's terminal.
+    """
+    return _CONTROL.sub("", text)
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    """`text` cut to `limit` characters with "…", for echoing untrusted input in a message."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
 class LocalbviError(Exception):
