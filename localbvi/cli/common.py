@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
-from localbvi.engine.types import DoneEvent, Event, LoadConfig, Sampling, TokenEvent
+from localbvi.engine.types import DoneEvent, Event, LoadConfig, LoadInfo, Sampling, TokenEvent
 
 if TYPE_CHECKING:
     from localbvi.settings import Settings
@@ -159,7 +159,8 @@ def emit_json(obj: dict[str, Any], out: TextIO | None = None) -> None:
     stream.flush()
 
 
-def stats_line(done: DoneEvent) -> str:
+def stats_line(done: DoneEvent, info: LoadInfo | None = None) -> str:
+    """The figures of a generation; `info` adds where it ran when that is not the usual."""
     parts = [
         f"{done.tokens} tokens",
         f"{done.tokens_per_s:.1f} tok/s",
@@ -170,6 +171,8 @@ def stats_line(done: DoneEvent) -> str:
     parts.append(
         f"{done.finish_reason}: {done.stop_detail}" if done.stop_detail else done.finish_reason
     )
+    if info is not None and not info.extra_buffers and not info.remote:
+        parts.append(info.extra_buffers_note or "CPU extra buffers off")
     return "[" + ", ".join(parts) + "]"
 
 

@@ -137,7 +137,7 @@ def _stream(
         if text and not text.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()
-        print(stats_line(done), file=sys.stderr)
+        print(stats_line(done, opened.engine.info), file=sys.stderr)
         if done.error:
             print(f"localbvi: error: {done.error}", file=sys.stderr)
     if recorder is not None:

@@ -98,7 +98,34 @@ def doctor_facts() -> dict[str, Any]:
     except Exception as exc:  # a broken build is exactly what doctor must report
         facts["llama_cpp_python"] = None
         facts["error"] = f"llama-cpp-python does not load: {exc}"
+    facts["cpu_extra_buffers"] = _extra_buffer_facts(str(facts.get("system_info", "")))
     return facts
+
+
+def _extra_buffer_facts(system_info: str) -> dict[str, Any]:
+    """AMX on the CPU and in the build, the load setting, and what `auto` decided and why."""
+    from localbvi.engine import cpu_buffers
+    from localbvi.settings import load_settings
+
+    setting = load_settings().settings.engine.cpu_extra_buffers
+    kinds = [name for name in ("AMX_INT8", "REPACK") if f"{name} = 1" in system_info]
+    known = cpu_buffers.recall()
+    decision: str
+    if setting != "auto":
+        decision, why = setting, "set in the settings file (cpu_extra_buffers)"
+    elif known is None:
+        decision, why = "undecided", "the next model load tries them once (a warm-up decode)"
+    else:
+        decision = "on" if known["extra_buffers"] else "off"
+        why = f"{known.get('reason', '')} ({known.get('decided', '')})"
+    return {
+        "cpu_amx": cpu_buffers.cpu_has_amx(),
+        "build_extra_buffer_types": kinds,
+        "setting": setting,
+        "decision": decision,
+        "reason": why,
+        "decision_file": str(cpu_buffers.decision_path()),
+    }
 
 
 def _yes(flag: object) -> str:
@@ -133,6 +160,14 @@ def _doctor(args: argparse.Namespace) -> int:
             f"mmap / mlock      {_yes(facts['mmap'])} / {_yes(facts['mlock'])}",
             f"build features    {facts['system_info']}",
         ]
+    eb = facts["cpu_extra_buffers"]
+    kinds = ", ".join(eb["build_extra_buffer_types"]) or "none"
+    lines += [
+        f"CPU AMX           {_yes(eb['cpu_amx'])}",
+        f"extra buffers     this build has: {kinds}; setting {eb['setting']}; "
+        f"in use: {eb['decision']}: {eb['reason']}",
+    ]
+    if facts.get("llama_cpp_python"):
         print("\n".join(lines))
         return 0
     print("\n".join(lines))

@@ -17,10 +17,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from localbvi import errors
+from localbvi.engine import cpu_buffers
 from localbvi.engine.types import (
     Alternative,
     DoneEvent,
@@ -146,6 +148,21 @@ class _Child:
 _GONE = object()
 
 
+def _require_safe(child: _Child, info: LoadInfo, exc: EngineCrashedError) -> None:
+    """A build that cannot turn extra buffers off has no safe setting to fall back to."""
+    if info.extra_buffers:
+        child.stop()
+        raise ModelLoadError(
+            f"{exc} This llama-cpp-python build cannot turn its CPU extra buffers off: "
+            "upgrade it (pip install -U llama-cpp-python) and try again."
+        )
+
+
+def _short(exc: BaseException) -> str:
+    """The first clause of an error message, for a remembered reason."""
+    return str(exc).split(";")[0].split(". ")[0]
+
+
 def _raise_reply(reply: tuple[Any, ...]) -> None:
     """Turn the child's ("err", (type, message, extra)) into the project's exception."""
     name, message, extra = reply[1]
@@ -166,6 +183,8 @@ class LocalEngine:
         self._lock = threading.Lock()  # one request at a time on the pipe
         self._busy = False
         self._last_logs: list[str] = []
+        self._config = LoadConfig()
+        self._retry_armed = False
 
     @property
     def info(self) -> LoadInfo | None:
@@ -186,9 +205,37 @@ class LocalEngine:
                 f"no model file at {path}: check the path or run `localbvi models`"
             )
         self._validate(path)
+        plan = cpu_buffers.plan(config.cpu_extra_buffers)
+        child, info = self._start(path, config, plan.use_extra_buffers)
+        note = "" if info.extra_buffers else plan.reason
+        if plan.warm_up and info.extra_buffers:
+            try:
+                self._warm_up(child)
+            except EngineCrashedError as exc:
+                # The crash llama.cpp's AMX kernels cause (or any first-decode crash): load
+                # again without extra buffers and remember that for this build and CPU.
+                child.stop()
+                child, info = self._start(path, config, False)
+                _require_safe(child, info, exc)
+                note = cpu_buffers.CRASH_NOTE
+                cpu_buffers.remember(False, f"{note} ({_short(exc)})")
+            else:
+                cpu_buffers.remember(True, "a warm-up decode with them on worked")
+        # Only now drop the previous model: a failed load leaves it usable.
+        self._stop_child()
+        self._child = child
+        self._info = replace(info, extra_buffers_note=note)
+        self._config = config
+        # A decision remembered for this CPU may not hold for every model: the first decode
+        # of this one gets a single retry in the safe setting.
+        self._retry_armed = plan.retry_safe and not plan.warm_up and info.extra_buffers
+        return self._info
+
+    def _start(self, path: str, config: LoadConfig, extra_buffers: bool) -> tuple[_Child, LoadInfo]:
+        """A new child with the model loaded (the engine's current model is not touched)."""
         child = _Child()
         try:
-            child.send("load", path, config)
+            child.send("load", path, config, extra_buffers)
             reply = child.recv()
         except EngineCrashedError as exc:
             child.stop()
@@ -208,11 +255,40 @@ class LocalEngine:
             if reason and reason not in message:
                 message += f" ({reason})"
             raise ModelLoadError(message)
-        # Only now drop the previous model: a failed load leaves it usable.
-        self._stop_child()
+        info: LoadInfo = reply[1]
+        return child, info
+
+    @staticmethod
+    def _warm_up(child: _Child) -> None:
+        child.send("warm_up")
+        reply = child.recv()
+        if reply[0] != "ok":
+            _raise_reply(reply)
+
+    def _reload_safe(self, exc: EngineCrashedError) -> _Child:
+        """After a first-decode crash with extra buffers on: the same model without them."""
+        info, config = self._info, self._config
+        assert info is not None
+        old = self._child
+        self._child = None
+        if old is not None:
+            self._last_logs = old.log_lines()
+            old.stop()
+        try:
+            child, fresh = self._start(info.path, config, False)
+        except ModelLoadError:
+            self._info = None
+            raise exc from None
+        try:
+            _require_safe(child, fresh, exc)
+        except ModelLoadError:
+            self._info = None
+            raise
+        note = cpu_buffers.CRASH_NOTE
+        cpu_buffers.remember(False, f"{note} ({_short(exc)})")
         self._child = child
-        self._info = reply[1]
-        return reply[1]  # type: ignore[no-any-return]
+        self._info = replace(fresh, extra_buffers_note=note)
+        return child
 
     @staticmethod
     def _validate(path: str) -> None:
@@ -291,31 +367,38 @@ class LocalEngine:
         if not self._lock.acquire(blocking=False):
             raise EngineError("the model is already generating: wait or cancel it first")
         finished = False
+        notice = ""
         try:
-            try:
-                child.send(op, *args)
-                reply = child.recv()
-            except EngineCrashedError as exc:
-                raise self._crash(exc) from None
-            if reply[0] == "err":
-                finished = True
-                _raise_reply(reply)
-            while True:
+            while True:  # a second pass only after a first-decode crash, in the safe setting
+                retry, yielded = self._retry_armed, False
                 try:
-                    msg = child.recv()
+                    child.send(op, *args)
+                    reply = child.recv()
+                    if reply[0] == "err":
+                        finished = True
+                        _raise_reply(reply)
+                    while True:
+                        msg = child.recv()
+                        if msg[0] == "t":
+                            self._retry_armed = False
+                            yielded = True
+                            alternatives: tuple[Alternative, ...] = msg[3]
+                            yield TokenEvent(text=msg[1], id=msg[2], alternatives=alternatives)
+                        elif msg[0] == "done":
+                            finished = True
+                            self._retry_armed = False
+                            yield DoneEvent(**{**msg[1], "notice": notice})
+                            return
+                        else:  # an error after the stream started
+                            finished = True
+                            _raise_reply(msg)
                 except EngineCrashedError as exc:
-                    finished = True
-                    raise self._crash(exc) from None
-                if msg[0] == "t":
-                    alternatives: tuple[Alternative, ...] = msg[3]
-                    yield TokenEvent(text=msg[1], id=msg[2], alternatives=alternatives)
-                elif msg[0] == "done":
-                    finished = True
-                    yield DoneEvent(**msg[1])
-                    return
-                else:  # an error after the stream started
-                    finished = True
-                    _raise_reply(msg)
+                    self._retry_armed = False
+                    if not retry or yielded:
+                        finished = True
+                        raise self._crash(exc) from None
+                    child = self._reload_safe(exc)
+                    notice = cpu_buffers.CRASH_NOTE
         finally:
             if not finished and self._child is child:
                 self._drain(child)
@@ -338,9 +421,10 @@ class LocalEngine:
             child.cancel()
 
     def logs(self) -> list[str]:
-        if self._child is not None:
-            return self._child.log_lines()
-        return list(self._last_logs)
+        if self._child is None:
+            return list(self._last_logs)
+        note = self._info.extra_buffers_note if self._info else ""
+        return ([f"localbvi: {note}"] if note else []) + self._child.log_lines()
 
     def __enter__(self) -> LocalEngine:
         return self

@@ -13,8 +13,8 @@ __all__ = [
     "Alternative",
     "DoneEvent",
     "Event",
-    "FinishReason",
     "ExtraBuffers",
+    "FinishReason",
     "GpuLayers",
     "LoadConfig",
     "LoadInfo",
@@ -166,6 +166,9 @@ class DoneEvent:
     """What stopped it, in words: "end of turn", "stop string '\\n\\n'", "max tokens"…"""
     error: str = ""
     load_s: float | None = None
+    notice: str = ""
+    """Something the engine did on its own that the user should know, e.g. "CPU extra buffers
+    off: llama.cpp crashed with them on this CPU" after it reloaded the model to serve this."""
     type: Literal["done"] = "done"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -182,6 +185,8 @@ class DoneEvent:
         }
         if self.error:
             out["error"] = self.error
+        if self.notice:
+            out["notice"] = self.notice
         return out
 
 

@@ -12,6 +12,7 @@ Only this module imports llama_cpp and numpy.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import os
 import pickle
@@ -68,13 +69,15 @@ class _Worker:
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._abort_cb: Any = None
         self._abort_enabled = False
+        self._first_decode_done = False
 
     # -- loading ---------------------------------------------------------------------------
 
-    def load(self, path: str, config: LoadConfig) -> LoadInfo:
+    def load(self, path: str, config: LoadConfig, extra_buffers: bool = True) -> LoadInfo:
         import llama_cpp
 
         started = time.perf_counter()
+        self._first_decode_done = False
         _install_log_filter()
         supported = bool(llama_cpp.llama_supports_gpu_offload())
         if config.n_gpu_layers == "auto":
@@ -83,16 +86,17 @@ class _Worker:
             requested = config.n_gpu_layers if supported else 0
         threads = config.n_threads or default_threads()
         try:
-            llm = llama_cpp.Llama(
-                model_path=path,
-                n_ctx=config.n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=requested,
-                seed=config.seed if config.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
-                logits_all=False,
-                verbose=True,  # logs go to our log file, never the terminal
-            )
+            with _extra_buffer_types(extra_buffers) as extra_buffers:
+                llm = llama_cpp.Llama(
+                    model_path=path,
+                    n_ctx=config.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=requested,
+                    seed=config.seed if config.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED,
+                    logits_all=False,
+                    verbose=True,  # logs go to our log file, never the terminal
+                )
         except Exception as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from None
         self.llm = llm
@@ -125,8 +129,40 @@ class _Worker:
             bos_token=self._text(llm.token_bos()),
             eos_token=self._text(llm.token_eos()),
             model_name=metadata.get("general.name", os.path.basename(path)),
+            extra_buffers=extra_buffers,
         )
         return self.info
+
+    def warm_up(self) -> float:
+        """Decode a short prompt and one more token, then forget them; returns the seconds.
+
+        Run right after a load on a (llama.cpp build, CPU) pair not tried before: a kernel that
+        crashes (llama.cpp's AMX path, issue 20824) does it here, before any user request.
+        Both a batch (prompt evaluation) and a single-token decode are exercised.
+        """
+        started = time.perf_counter()
+        self._before_first_decode()
+        tokens = self.tokenize("Hello, world. The")
+        self.llm.eval(tokens)
+        self.llm.eval(tokens[-1:])
+        self._reset_after_abort()
+        return time.perf_counter() - started
+
+    def _before_first_decode(self) -> None:
+        """Fault injection for tests: `LOCALBVI_FAULT_FIRST_DECODE` crashes the first decode.
+
+        "extra-buffers" crashes only while extra buffer types are on (what llama.cpp's AMX bug
+        does), "always" in any setting. Unset (always, for users) it does nothing.
+        """
+        if self._first_decode_done:
+            return
+        self._first_decode_done = True
+        fault = os.environ.get("LOCALBVI_FAULT_FIRST_DECODE", "")
+        on = self.info is not None and self.info.extra_buffers
+        if fault == "always" or (fault == "extra-buffers" and on):
+            sys.stderr.write("localbvi worker: injected crash in the first decode\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSEGV)
 
     def _install_abort_callback(self) -> None:
         """Let `cancel` interrupt a long prompt evaluation, not only the token loop."""
@@ -254,6 +290,7 @@ class _Worker:
         finish: str = "length"
         detail = "context full" if limited_by_context else "max tokens"
 
+        self._before_first_decode()
         self._set_abort(True)
         gen = llm.generate(
             list(prompt),
@@ -412,6 +449,33 @@ def _error_reply(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
     return ("EngineError", f"llama.cpp failed: {type(exc).__name__}: {exc}", extra)
 
 
+@contextlib.contextmanager
+def _extra_buffer_types(wanted: bool) -> Iterator[bool]:
+    """Load with llama.cpp's CPU extra buffer types on or off; yields what is in effect.
+
+    `Llama.__init__` takes its model parameters from `llama_model_default_params()` and has no
+    argument for `use_extra_bufts`, so for the length of one load the default is wrapped. A
+    build whose parameters lack the field cannot turn them off (reported as on).
+    """
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_model_default_params
+    if wanted or not hasattr(original(), "use_extra_bufts"):
+        yield True
+        return
+
+    def safe_defaults() -> Any:
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = safe_defaults
+    try:
+        yield False
+    finally:
+        lib.llama_model_default_params = original
+
+
 _LOG_CALLBACK: Any = None
 
 
@@ -491,6 +555,11 @@ def worker_main(argv: list[str]) -> None:
     """
     # Ctrl-C belongs to the caller, which cancels through the pipe; the child must survive it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        # A crash must not leave a core file the size of the model in the user's folder.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     log_path = argv[0]
     reply_fd = os.dup(1)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -508,8 +577,10 @@ def worker_main(argv: list[str]) -> None:
             try:
                 msg = channel.recv()
             except (EOFError, OSError):
-                requests.put(None)
-                return
+                # The parent is gone (even by kill -9, its end of the pipe closes): leave now,
+                # not after the generation in progress, so no llama.cpp process is left behind.
+                sys.stderr.flush()
+                os._exit(0)
             if msg[0] == "cancel":
                 cancel.request(msg[1])
             else:
@@ -527,7 +598,9 @@ def worker_main(argv: list[str]) -> None:
         args = request[2:]
         try:
             if op == "load":
-                channel.send(("ok", worker.load(args[0], args[1])))
+                channel.send(("ok", worker.load(*args)))
+            elif op == "warm_up":
+                channel.send(("ok", worker.warm_up()))
             elif op == "render":
                 channel.send(("ok", worker.render(args[0])))
             elif op == "tokenize":

@@ -86,3 +86,9 @@ class MainScreen(Screen[None]):
     @on(GenerationFinished)
     def _generation_finished(self, message: GenerationFinished) -> None:
         self.status.set_done(message.done)
+        if message.done.notice:  # the engine reloaded the model to serve this request
+            model = getattr(self.app, "model", None)
+            info = getattr(getattr(model, "engine", None), "info", None)
+            if info is not None:
+                self.status.device = info.device
+            self.notify(message.done.notice, severity="warning", timeout=8)
