@@ -6,17 +6,26 @@ Prints, for the Gemma 3 270M Q4_K_M model with the same threads in one run:
 - decode tokens/s with top-5 probabilities on vs off (target ≥ 0.7×);
 - chat time to first token at turn 8 vs turn 1 of a growing conversation (target ≤ 1.5×:
   the shared prefix is reused, not re-evaluated);
-- inspector time vs `gguf.GGUFReader`.
+- inspector time vs `gguf.GGUFReader`;
+- CPU extra buffers (issue 9, llama.cpp's AMX crash): decode after the automatic fallback vs
+  bare llama-cpp-python loaded with `use_extra_bufts = False` (target ≥ 0.97); what a load costs
+  on a new machine (warm-up), on a new machine whose first decode crashes (crash + reload) and
+  with a remembered decision; bare decode with extra buffers on vs off on this CPU.
 
-Usage: python benchmarks/bench_engine.py [--reps N] [--tokens N] [--threads N]
+Usage: python benchmarks/bench_engine.py [--reps N] [--tokens N] [--threads N] [--cpu-buffers]
+(`--cpu-buffers` runs only the last part.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +69,13 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cpu-buffers", action="store_true", help="only the extra-buffer part")
     args = parser.parse_args()
 
     base = _build_base(MODELS_DIR / "gemma-3-270m-pt-Q4_K_M.gguf")
+    if args.cpu_buffers:
+        bench_cpu_buffers(base, args.reps, args.tokens, args.threads)
+        return
     instruct = _build_instruct(base, MODELS_DIR / "gemma-3-270m-instruct-shaped-Q4_K_M.gguf")
     config = LoadConfig(n_ctx=2048, n_threads=args.threads, n_gpu_layers=0)
 
@@ -166,6 +179,101 @@ def main() -> None:
     print(
         f"inspect: localbvi {med(times) * 1000:.1f} ms | gguf.GGUFReader {slow:.1f} s "
         f"| {slow / med(times):.0f}x faster (target < 50 ms)"
+    )
+    bench_cpu_buffers(base, args.reps, args.tokens, args.threads)
+
+
+@contextlib.contextmanager
+def _env(**values: str | None) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _timed_load(base: Path, config: LoadConfig) -> tuple[LocalEngine, float]:
+    engine = LocalEngine()
+    t = time.perf_counter()
+    engine.load(base, config)
+    return engine, time.perf_counter() - t
+
+
+def bench_cpu_buffers(base: Path, reps: int, tokens: int, threads: int) -> None:
+    """Issue 9: the safe setting's speed and what deciding it costs."""
+    import llama_cpp
+
+    from localbvi.engine import cpu_buffers
+    from localbvi.engine.worker import _extra_buffer_types
+
+    med = statistics.median
+    config = LoadConfig(n_ctx=2048, n_threads=threads, n_gpu_layers=0)
+    bare: dict[bool, Any] = {}
+    for extra in (True, False):
+        with _extra_buffer_types(extra):
+            bare[extra] = llama_cpp.Llama(
+                str(base), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+                n_gpu_layers=0, verbose=False,
+            )  # fmt: skip
+    print(f"cpu extra buffers: CPU has AMX: {cpu_buffers.cpu_has_amx()}")
+
+    loads: dict[str, list[float]] = {"plain": [], "new": [], "crash": [], "remembered": []}
+    for _ in range(reps):
+        with tempfile.TemporaryDirectory() as cache, _env(LOCALBVI_CACHE_DIR=cache):
+            e, s = _timed_load(base, LoadConfig(**{**config.__dict__, "cpu_extra_buffers": "on"}))
+            e.close()
+            loads["plain"].append(s)
+            e, s = _timed_load(base, config)  # new machine, no crash: load + warm-up
+            e.close()
+            loads["new"].append(s)
+            cpu_buffers.forget()
+            with _env(LOCALBVI_FAULT_FIRST_DECODE="extra-buffers"):
+                e, s = _timed_load(base, config)  # new machine, crash: load, crash, reload
+            e.close()
+            loads["crash"].append(s)
+            e, s = _timed_load(base, config)  # remembered: straight to the safe setting
+            e.close()
+            loads["remembered"].append(s)
+    plain = med(loads["plain"])
+    print(
+        f"  load wall: plain {plain:.2f} s | new machine {med(loads['new']):.2f} s "
+        f"(+{(med(loads['new']) - plain) * 1000:.0f} ms warm-up) | new machine with crash "
+        f"{med(loads['crash']):.2f} s ({med(loads['crash']) / plain:.2f} loads, target <= 2) "
+        f"| remembered {med(loads['remembered']):.2f} s ({med(loads['remembered']) / plain:.2f}x)"
+    )
+
+    with tempfile.TemporaryDirectory() as cache, _env(LOCALBVI_CACHE_DIR=cache):
+        with _env(LOCALBVI_FAULT_FIRST_DECODE="extra-buffers"):
+            engine = LocalEngine()
+            info = engine.load(base, config)
+        assert not info.extra_buffers, "the fallback did not happen"
+        bare_on: list[float] = []
+        bare_off: list[float] = []
+        safe: list[float] = []
+        bare_run(bare[False], 8)
+        bare_run(bare[True], 8)
+        engine_run(engine, 8)
+        for _ in range(reps):
+            bare_off.append(bare_run(bare[False], tokens)[1])
+            safe.append(engine_run(engine, tokens).tokens_per_s)
+            bare_on.append(bare_run(bare[True], tokens)[1])
+        engine.close()
+    print(
+        f"  decode after the fallback: localbvi {med(safe):.1f} tok/s | bare, extra buffers "
+        f"off {med(bare_off):.1f} tok/s | ratio {med(safe) / med(bare_off):.3f} (target >= 0.97)"
+    )
+    print(
+        f"  bare decode on this CPU: extra buffers on {med(bare_on):.1f} tok/s | off "
+        f"{med(bare_off):.1f} tok/s | off/on {med(bare_off) / med(bare_on):.3f}"
     )
 
 
