@@ -23,6 +23,7 @@ __all__ = [
     "SessionStoreError",
     "SettingsError",
     "TemplateError",
+    "UsageError",
     "printable",
     "shorten",
 ]
@@ -53,6 +54,10 @@ def shorten(text: str, limit: int = 120) -> str:
 
 class LocalbviError(Exception):
     """Base of every error localbvi reports to a user."""
+
+
+class UsageError(LocalbviError):
+    """The command line asks for something impossible (the CLI exits with code 2)."""
 
 
 class CatalogError(LocalbviError):
