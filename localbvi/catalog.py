@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from localbvi import paths
-from localbvi.errors import CatalogError
+from localbvi.errors import CatalogError, printable, shorten
 from localbvi.tomltables import parse_entries
 
 __all__ = [
@@ -220,7 +220,7 @@ def _parse_entry(path: Path, index: int, raw: dict[str, Any]) -> CatalogEntry:
     for key in raw:
         if key not in _ENTRY_KEYS:
             raise fail(
-                f"unknown key '{key}'{_did_you_mean(key, _ENTRY_KEYS)}; fix its spelling or "
+                f"unknown key {_shown(key)}{_did_you_mean(key, _ENTRY_KEYS)}; fix its spelling or "
                 f"remove it (known keys: {', '.join(_ENTRY_KEYS)})"
             )
     missing = [key for key in _REQUIRED_KEYS if key not in raw]
@@ -230,7 +230,7 @@ def _parse_entry(path: Path, index: int, raw: dict[str, Any]) -> CatalogEntry:
     def text(key: str) -> str:
         value = raw[key]
         if not isinstance(value, str) or not value.strip():
-            raise fail(f"'{key}' must be a non-empty string, not {value!r}")
+            raise fail(f"'{key}' must be a non-empty string, not {_shown(value)}")
         return value
 
     id_ = text("id")
@@ -244,21 +244,23 @@ def _parse_entry(path: Path, index: int, raw: dict[str, Any]) -> CatalogEntry:
         raise fail("'sibling' names the entry itself; set it to the id of its other half")
     kind = text("kind")
     if kind not in _KINDS:
-        raise fail(f"'kind' is '{kind}'; set it to \"base\" or \"instruct\"")
+        raise fail(f'\'kind\' is {_shown(kind)}; set it to "base" or "instruct"')
     repo = text("repo")
     if not _REPO_RE.fullmatch(repo):
-        raise fail(f"'repo' is '{repo}'; write the Hub repository as \"org/name\"")
+        raise fail(f"'repo' is {_shown(repo)}; write the Hub repository as \"org/name\"")
 
     context_length = raw["context_length"]
     if not _is_int(context_length) or context_length <= 0:
-        raise fail(f"'context_length' must be a positive whole number, not {context_length!r}")
+        raise fail(
+            f"'context_length' must be a positive whole number, not {_shown(context_length)}"
+        )
     gated = raw.get("gated", False)
     if not isinstance(gated, bool):
-        raise fail(f"'gated' must be true or false, not {gated!r}")
+        raise fail(f"'gated' must be true or false, not {_shown(gated)}")
 
     template = raw.get("chat_template")
     if template is not None and not isinstance(template, str):
-        raise fail(f"'chat_template' must be a string, not {template!r}")
+        raise fail(f"'chat_template' must be a string, not {_shown(template)}")
 
     return CatalogEntry(
         id=id_,
@@ -284,13 +286,13 @@ def _parse_files(raw: object, fail: _Fail) -> Mapping[str, QuantFile]:
     files: dict[str, QuantFile] = {}
     for quant, spec in raw.items():
         if not _QUANT_RE.fullmatch(quant):
-            raise fail(f"quantization name '{quant}' may only hold letters, digits and '_'")
+            raise fail(f"quantization name {_shown(quant)} may only hold letters, digits and '_'")
         if not isinstance(spec, dict):
             raise fail(f"files.{quant} must be a table like {example}")
         for key in spec:
             if key not in _FILE_KEYS:
                 raise fail(
-                    f"files.{quant} has unknown key '{key}'{_did_you_mean(key, _FILE_KEYS)}; "
+                    f"files.{quant} has unknown key {_shown(key)}{_did_you_mean(key, _FILE_KEYS)}; "
                     "only 'file' and 'size' are allowed"
                 )
         missing = [key for key in _FILE_KEYS if key not in spec]
@@ -304,12 +306,12 @@ def _parse_files(raw: object, fail: _Fail) -> Mapping[str, QuantFile]:
             or ".." in name.split("/")
         ):
             raise fail(
-                f"files.{quant}.file must be a .gguf path inside the repository, not {name!r}"
+                f"files.{quant}.file must be a .gguf path inside the repository, not {_shown(name)}"
             )
         if not _is_int(size) or size <= 0:
             raise fail(
                 f"files.{quant}.size must be the approximate size in bytes (a positive whole "
-                f"number), not {size!r}"
+                f"number), not {_shown(size)}"
             )
         files[quant] = QuantFile(quant=quant, file=name, size=size)
     return MappingProxyType(files)
@@ -327,7 +329,7 @@ def _resolve_template(path: Path, value: str, fail: _Fail) -> str:
             return bundled.read_text(encoding="utf-8")
         names = ", ".join(bundled_template_names()) or "none"
         raise fail(
-            f"chat_template '{value}' is not a bundled template (bundled: {names}); use one "
+            f"chat_template {_shown(value)} is not a bundled template (bundled: {names}); use one "
             "of those, a path to a .jinja file, or inline Jinja text"
         )
     if value.endswith(".jinja") and "{" not in value:
@@ -343,7 +345,7 @@ def _resolve_template(path: Path, value: str, fail: _Fail) -> str:
     if "{{" in value or "{%" in value:
         return value
     raise fail(
-        f"chat_template {value!r} is neither a bundled template name, a .jinja file nor "
+        f"chat_template {_shown(value)} is neither a bundled template name, a .jinja file nor "
         "Jinja text; fix it or remove the key to use the GGUF's own template"
     )
 
@@ -370,6 +372,11 @@ def _check_siblings(entries: Mapping[str, CatalogEntry]) -> None:
 def _other(kind: str) -> str:
     """The other kind, with its article, for messages."""
     return "an instruct" if kind == "base" else "a base"
+
+
+def _shown(value: object) -> str:
+    """A value from the file, quoted for a message: short, and without terminal controls."""
+    return shorten(printable(repr(value)), 80)
 
 
 def _is_int(value: object) -> bool:

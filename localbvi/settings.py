@@ -2,8 +2,13 @@
 
 A broken file must never stop the app from starting: `load_settings()` returns the defaults
 (or every setting it could read) together with a message that names the line, the key and the
-fix. `save_settings()` writes the whole file atomically, with each setting's docstring as a
-comment so the file explains itself.
+fix. The file is read through `localbvi.tomltables` (size and nesting bounded).
+
+No save destroys what it could not read. `save_settings()` updates an existing file in place,
+rewriting only the values that changed (tomlkit keeps comments, layout, unknown keys and
+`[[remote]]` entries); a file it cannot read is left untouched and the settings go to
+`settings.saved.toml` beside it. A new file gets each setting's docstring as a comment so it
+explains itself. Every write is atomic: a temp file, fsync, rename.
 """
 
 from __future__ import annotations
@@ -16,26 +21,37 @@ import itertools
 import math
 import os
 import re
+import stat
 import tempfile
 import textwrap
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import tomlkit
+import tomlkit.items
+
 from localbvi.engine.types import ExtraBuffers, GpuLayers, LoadConfig, Sampling
-from localbvi.errors import SettingsError
+from localbvi.errors import SettingsError, printable, shorten
 from localbvi.paths import config_dir
+from localbvi.tomltables import parse_toml, read_toml_text
 
 __all__ = [
+    "NUMBER_RANGES",
+    "QUIT_KEY",
     "EngineSettings",
     "LoadedSettings",
+    "NumberRange",
     "RemoteServer",
     "SamplingSettings",
+    "SavedSettings",
     "Settings",
     "load_settings",
     "save_settings",
+    "save_target",
     "settings_path",
 ]
 
@@ -196,7 +212,7 @@ def _describe(value: object) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, str):
-        return f'the string "{value}"'
+        return f'the string "{_echo(value)}"'
     if isinstance(value, int | float):
         return f"the number {value}"
     if isinstance(value, dict):
@@ -206,10 +222,15 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def _echo(text: str, limit: int = 60) -> str:
+    """Text from the file, fit to be quoted in a message (short, no terminal controls)."""
+    return shorten(printable(text), limit)
+
+
 def _unknown_key(problems: _Problems, key: str, where: str, known: list[str]) -> None:
     hint = difflib.get_close_matches(key, known, n=1)
     fix = f"did you mean '{hint[0]}'?" if hint else f"known: {', '.join(sorted(known))}"
-    problems.add(f"unknown setting '{where}{key}' ({fix}); remove it or fix the name")
+    problems.add(f"unknown setting '{where}{_echo(key)}' ({fix}); remove it or fix the name")
 
 
 def _check_field(cls: type[Any], name: str, value: object, where: str) -> tuple[bool, str]:
@@ -224,33 +245,82 @@ def _want(kind: str, value: object, key: str, example: str) -> tuple[bool, str]:
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
     }[kind]
+    if ok and isinstance(value, str) and len(value) > _MAX_TEXT:
+        return False, (
+            f"'{key}' is {len(value)} characters long, more than any setting needs "
+            f"({_MAX_TEXT}): write {example}"
+        )
     if ok:
         return True, ""
     return False, f"'{key}' must be {_TYPE_WORDS[kind]}, not {_describe(value)}: write {example}"
 
 
-def _number(
-    value: object,
-    key: str,
-    *,
-    integer: bool,
-    lo: float | None = None,
-    hi: float | None = None,
-    default: object,
-) -> tuple[bool, str]:
+_MAX_TEXT = 2000
+"""Longest text value accepted (model references, URLs, names)."""
+
+_THEME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+
+
+def _theme(value: object, key: str) -> tuple[bool, str]:
+    ok, why = _want("str", value, key, 'theme = "textual-dark"')
+    if ok and not _THEME_RE.fullmatch(str(value)):
+        return False, (
+            f'\'{key}\' must be a theme name such as "nord" or "textual-light" (the command '
+            f"palette's theme list shows them all), not {_describe(value)}"
+        )
+    return ok, why
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """The values a numeric setting takes; the settings file and the CLI flags check these."""
+
+    integer: bool
+    lo: float | None = None
+    hi: float | None = None
+    example: int | float = 0
+    """A sensible value, shown in messages."""
+    optional: bool = False
+    """Whether the setting may be left out (None: localbvi picks)."""
+
+    def contains(self, value: float) -> bool:
+        return not math.isnan(value) and (
+            (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
+        )
+
+    def span(self) -> str:
+        """The range in words: "between 0 and 5", "at least 1"."""
+        if self.lo is not None and self.hi is not None:
+            return f"between {self.lo} and {self.hi}"
+        return f"at least {self.lo}" if self.lo is not None else f"at most {self.hi}"
+
+
+NUMBER_RANGES: dict[str, NumberRange] = {
+    "engine.n_ctx": NumberRange(integer=True, lo=16, hi=1 << 22, example=4096),
+    "engine.n_threads": NumberRange(integer=True, lo=1, example=4, optional=True),
+    "sampling.temperature": NumberRange(integer=False, lo=0, hi=5, example=0.8),
+    "sampling.top_p": NumberRange(integer=False, lo=0, hi=1, example=0.95),
+    "sampling.top_k": NumberRange(integer=True, lo=0, example=40),
+    "sampling.min_p": NumberRange(integer=False, lo=0, hi=1, example=0.05),
+    "sampling.repeat_penalty": NumberRange(integer=False, lo=0, hi=5, example=1.0),
+    "sampling.max_tokens": NumberRange(integer=True, lo=1, example=256),
+    "sampling.seed": NumberRange(integer=True, lo=0, example=42, optional=True),
+    "sampling.top_probs": NumberRange(integer=True, lo=0, hi=10, example=0),
+}
+"""The numeric settings by "table.key": one definition for the file and the flags."""
+
+
+def _number(value: object, key: str, allowed: NumberRange) -> tuple[bool, str]:
     name = key.rsplit(".", 1)[-1]
-    ok, why = _want("int" if integer else "float", value, key, f"{name} = {default}")
+    kind = "int" if allowed.integer else "float"
+    ok, why = _want(kind, value, key, f"{name} = {allowed.example}")
     if not ok:
         return ok, why
     assert isinstance(value, int | float)
-    if (lo is not None and value < lo) or (hi is not None and value > hi) or math.isnan(value):
-        if lo is not None and hi is not None:
-            span = f"between {lo} and {hi}"
-        elif lo is not None:
-            span = f"at least {lo}"
-        else:
-            span = f"at most {hi}"
-        return False, f"'{key}' is {value} but must be {span}: e.g. {name} = {default}"
+    if not allowed.contains(value):
+        return False, (
+            f"'{key}' is {value} but must be {allowed.span()}: e.g. {name} = {allowed.example}"
+        )
     return True, ""
 
 
@@ -261,11 +331,11 @@ def _choice(value: object, key: str, choices: tuple[str, ...]) -> tuple[bool, st
     return False, f"'{key}' must be {options}, not {_describe(value)}"
 
 
-def _optional_int(value: object, key: str, lo: int, example: str) -> tuple[bool, str]:
+def _optional_int(value: object, key: str, allowed: NumberRange) -> tuple[bool, str]:
     name = key.rsplit(".", 1)[-1]
-    ok, why = _want("int", value, key, f"{name} = {example} (or leave it out)")
-    if ok and isinstance(value, int) and value < lo:
-        return False, f"'{key}' is {value} but must be at least {lo} (or left out)"
+    ok, why = _want("int", value, key, f"{name} = {allowed.example} (or leave it out)")
+    if ok and isinstance(value, int) and not allowed.contains(value):
+        return False, f"'{key}' is {value} but must be {allowed.span()} (or left out)"
     return ok, why
 
 
@@ -297,27 +367,35 @@ def _env_name(value: object, key: str) -> tuple[bool, str]:
 
 _Check = Callable[[object, str], tuple[bool, str]]
 
+
+def _ranged(name: str) -> _Check:
+    allowed = NUMBER_RANGES[name]
+    if allowed.optional:
+        return lambda v, k: _optional_int(v, k, allowed)
+    return lambda v, k: _number(v, k, allowed)
+
+
 _FIELD_CHECKS: dict[type[Any], dict[str, _Check]] = {
     Settings: {
         "model": lambda v, k: _want("str", v, k, 'model = "gemma-3-270m"'),
         "mode": lambda v, k: _choice(v, k, ("chat", "completion")),
-        "theme": lambda v, k: _want("str", v, k, 'theme = "textual-dark"'),
+        "theme": _theme,
     },
     EngineSettings: {
-        "n_ctx": lambda v, k: _number(v, k, integer=True, lo=16, hi=1 << 22, default=4096),
-        "n_threads": lambda v, k: _optional_int(v, k, 1, "4"),
+        "n_ctx": _ranged("engine.n_ctx"),
+        "n_threads": _ranged("engine.n_threads"),
         "n_gpu_layers": _gpu_layers,
         "cpu_extra_buffers": lambda v, k: _choice(v, k, ("auto", "on", "off")),
     },
     SamplingSettings: {
-        "temperature": lambda v, k: _number(v, k, integer=False, lo=0, hi=5, default=0.8),
-        "top_p": lambda v, k: _number(v, k, integer=False, lo=0, hi=1, default=0.95),
-        "top_k": lambda v, k: _number(v, k, integer=True, lo=0, default=40),
-        "min_p": lambda v, k: _number(v, k, integer=False, lo=0, hi=1, default=0.05),
-        "repeat_penalty": lambda v, k: _number(v, k, integer=False, lo=0, hi=5, default=1.0),
-        "max_tokens": lambda v, k: _number(v, k, integer=True, lo=1, default=256),
-        "seed": lambda v, k: _optional_int(v, k, 0, "42"),
-        "top_probs": lambda v, k: _number(v, k, integer=True, lo=0, hi=10, default=0),
+        "temperature": _ranged("sampling.temperature"),
+        "top_p": _ranged("sampling.top_p"),
+        "top_k": _ranged("sampling.top_k"),
+        "min_p": _ranged("sampling.min_p"),
+        "repeat_penalty": _ranged("sampling.repeat_penalty"),
+        "max_tokens": _ranged("sampling.max_tokens"),
+        "seed": _ranged("sampling.seed"),
+        "top_probs": _ranged("sampling.top_probs"),
     },
     RemoteServer: {
         "name": lambda v, k: _want("str", v, k, 'name = "big-model"'),
@@ -372,17 +450,46 @@ def _parse(data: Mapping[str, Any], problems: _Problems) -> Settings:
     if "keys" in data and (t := _table(data["keys"], "keys", problems)) is not None:
         keys: dict[str, str] = {}
         for action, key in t.items():
-            if isinstance(key, str) and key.strip():
-                keys[action] = key
-            else:
-                problems.add(
-                    f"'keys.{action}' must be a key name in quotes, e.g. \"ctrl+q\", "
-                    f"not {_describe(key)}"
-                )
+            bound = _key_binding(action, key, problems)
+            if bound is not None:
+                keys[action] = bound
         top["keys"] = keys
     if "remote" in data:
         top["remote"] = _parse_remotes(data["remote"], problems)
     return Settings(**top)
+
+
+QUIT_KEY = "ctrl+q"
+"""Always quits the app. `[keys]` may add keys for quitting but never take this one away or
+give it to another action: whatever the file says, a user can leave."""
+
+_QUIT_ACTION = "app.quit"
+_ACTION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+# A Textual key: modifiers, then a key name ("f2", "question_mark") or one printable character.
+_KEY_RE = re.compile(r"((ctrl|shift|alt|meta|super|hyper)\+)*([a-z0-9_]{2,32}|[!-~])", re.I)
+
+
+def _key_binding(action: str, value: object, problems: _Problems) -> str | None:
+    """The keys for `action` if the file's `value` is usable, else None and a problem."""
+    where = f"keys.{_echo(action)}"
+    if not _ACTION_RE.fullmatch(action):
+        problems.add(f"'{where}' is not an action id: ids look like \"app.quit\" (F1 lists them)")
+        return None
+    example = 'e.g. "ctrl+t", "f2" or "ctrl+t,f2"'
+    if not isinstance(value, str) or not value.strip():
+        problems.add(f"'{where}' must be a key name in quotes, {example}, not {_describe(value)}")
+        return None
+    parts = [part.strip() for part in value.split(",")]
+    if len(value) > 200 or not all(_KEY_RE.fullmatch(part) for part in parts):
+        problems.add(f"'{where}' is {_describe(value)}, not a key name: write {example}")
+        return None
+    quits = QUIT_KEY in (part.lower() for part in parts)
+    if quits and action != _QUIT_ACTION:
+        problems.add(f"'{where}' cannot use {QUIT_KEY}: it always quits localbvi; pick another key")
+        return None
+    if action == _QUIT_ACTION and not quits:
+        return ",".join([*parts, QUIT_KEY])  # the file's keys quit too
+    return value
 
 
 def _parse_remotes(value: object, problems: _Problems) -> tuple[RemoteServer, ...]:
@@ -414,23 +521,17 @@ def load_settings(path: Path | None = None) -> LoadedSettings:
     path = path or settings_path()
     problems = _Problems(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return LoadedSettings(Settings(), None, path)
-    except OSError as exc:
-        problems.add(f"cannot read it ({exc.strerror or exc}); using the default settings")
-        return LoadedSettings(Settings(), "\n".join(problems.lines), path)
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        problems.add(
-            f"not UTF-8 text (byte {exc.start}); save it as UTF-8. Using the default settings"
+        text = read_toml_text(path, SettingsError)
+        if text is None:
+            return LoadedSettings(Settings(), None, path)
+        data = parse_toml(text, path, SettingsError)
+    except SettingsError as exc:
+        # The message names the file, the line where it can and the fix.
+        problem = (
+            f"{exc}. Using the default settings; Save will not overwrite this file: it writes "
+            f"{_sidecar(path).name} beside it"
         )
-        return LoadedSettings(Settings(), "\n".join(problems.lines), path)
-    except tomllib.TOMLDecodeError as exc:
-        # tomllib's message already ends in "(at line L, column C)".
-        problems.add(f"not valid TOML: {exc}; fix that line. Using the default settings")
-        return LoadedSettings(Settings(), "\n".join(problems.lines), path)
+        return LoadedSettings(Settings(), problem, path)
     settings = _parse(data, problems)
     if problems.lines:
         problems.add("the settings above were ignored; everything else was applied")
@@ -557,25 +658,211 @@ def render_settings(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_settings(settings: Settings, path: Path | None = None) -> Path:
-    """Write the settings file atomically (a temp file renamed over it); returns its path."""
-    path = path or settings_path()
-    text = render_settings(settings)
+@dataclass(frozen=True)
+class SavedSettings:
+    """Where `save_settings` wrote (or would write), and why when it is not the settings file."""
+
+    path: Path
+    note: str | None = None
+    """A sentence for the user when the settings file was left untouched (it could not be
+    read, or not updated without losing something) and `path` is a new file beside it."""
+
+
+class _KeepIt(Exception):
+    """The file cannot be rewritten without losing what it holds; the message says why."""
+
+
+def save_settings(settings: Settings, path: Path | None = None) -> SavedSettings:
+    """Write `settings` without ever losing what the settings file holds.
+
+    An existing file is updated in place: only values that differ from the file's are
+    rewritten, so comments, layout, unknown keys, `[[remote]]` entries and bad values the
+    user did not change all stay. A file that cannot be read (bad syntax, too large, not
+    UTF-8...) is never overwritten: the settings go to `settings.saved.toml` beside it (a
+    timestamped name if that one is unreadable too) and the result's `note` says so.
+    Raises SettingsError only when nothing could be written.
+    """
+    path = _real_path(path or settings_path())
+    try:
+        return SavedSettings(_write_atomic(path, _updated_text(path, settings)))
+    except _KeepIt as exc:
+        reason = str(exc)
+    side = _sidecar(path)
+    try:
+        text = _updated_text(side, settings)
+    except _KeepIt:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        side = path.with_name(f"{path.stem}.saved-{stamp}{path.suffix or '.toml'}")
+        text = render_settings(settings)
+    _write_atomic(side, text)
+    return SavedSettings(side, _kept_note(path, reason, side))
+
+
+def save_target(path: Path | None = None) -> SavedSettings:
+    """Where `save_settings` would write, with its note (for a settings screen to show)."""
+    path = _real_path(path or settings_path())
+    try:
+        _readable(path)
+    except _KeepIt as exc:
+        return SavedSettings(_sidecar(path), _kept_note(path, str(exc), _sidecar(path)))
+    return SavedSettings(path)
+
+
+def _kept_note(path: Path, reason: str, side: Path) -> str:
+    return (
+        f"{path.name} is left exactly as it is ({reason}); the settings go to {side} "
+        f"instead: fix {path.name} or replace it with that file"
+    )
+
+
+def _real_path(path: Path) -> Path:
+    # A settings file linked from a dotfiles folder stays a link: write where it points.
+    return path.resolve() if path.is_symlink() else path
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.saved{path.suffix or '.toml'}")
+
+
+def _readable(path: Path) -> tuple[str, dict[str, Any]] | None:
+    """The file's text and data, None when it does not exist; _KeepIt when unreadable."""
+    try:
+        text = read_toml_text(path, SettingsError)
+        if text is None:
+            return None
+        data = parse_toml(text, path, SettingsError)
+        tomlkit.parse(text)
+    except SettingsError as exc:
+        message = str(exc)
+        prefix = f"{path}: "
+        raise _KeepIt(message[len(prefix) :] if message.startswith(prefix) else message) from None
+    except Exception as exc:  # tomlkit refusing what tomllib read: keep the file, say why
+        raise _KeepIt(f"its layout cannot be edited in place ({type(exc).__name__})") from None
+    return text, data
+
+
+def _updated_text(path: Path, settings: Settings) -> str:
+    """The text to write at `path`: its own with the changed values, or a new commented file.
+
+    Raises _KeepIt when the file there cannot be updated without losing something.
+    """
+    found = _readable(path)
+    if found is None:
+        return render_settings(settings)
+    text, data = found
+    before = _parse(data, _Problems(path))
+    if before == settings:
+        return text
+    try:
+        document = tomlkit.parse(text)
+        _merge(document, before, settings)
+        out = document.as_string()
+    except _KeepIt:
+        raise
+    except Exception as exc:  # tomlkit on an unusual layout; the fallback loses nothing
+        raise _KeepIt(f"its layout cannot be edited in place ({type(exc).__name__})") from None
+    # The written file must read back as exactly these settings, or it is not written.
+    try:
+        after = _parse(tomllib.loads(out), _Problems(path))
+    except tomllib.TOMLDecodeError:
+        after = None
+    if after != settings:
+        raise _KeepIt("its layout cannot be edited in place")
+    return out
+
+
+def _merge(document: Any, before: Settings, after: Settings) -> None:
+    """Write into the tomlkit `document` each value where `after` differs from `before`."""
+    for name in ("model", "mode", "theme"):
+        _set(document, name, getattr(before, name), getattr(after, name), "")
+    for name in ("engine", "sampling"):
+        old, new = getattr(before, name), getattr(after, name)
+        if old == new:
+            continue
+        table = _table_in(document, name)
+        docs = _field_docs(type(new))
+        for f in dataclasses.fields(new):
+            _set(table, f.name, getattr(old, f.name), getattr(new, f.name), docs.get(f.name, ""))
+    if before.keys != after.keys:
+        table = _table_in(document, "keys")
+        for action in set(before.keys) - set(after.keys):
+            table.pop(action, None)
+        for action, key in after.keys.items():
+            _set(table, action, before.keys.get(action), key, "")
+    if before.remote != after.remote:
+        # Only reached when the app edits servers (it does not yet): entries the loader
+        # skipped as invalid would be dropped here.
+        document.pop("remote", None)
+        servers = tomlkit.aot()
+        for remote in after.remote:
+            entry = tomlkit.table()
+            for f in dataclasses.fields(remote):
+                if (value := getattr(remote, f.name)) is not None:
+                    entry[f.name] = value
+            servers.append(entry)
+        if after.remote:
+            document["remote"] = servers
+
+
+def _table_in(document: Any, name: str) -> Any:
+    if name not in document:
+        document[name] = tomlkit.table()
+    table = document[name]
+    if not isinstance(table, tomlkit.items.Table | tomlkit.items.InlineTable):
+        raise _KeepIt(f"its '{name}' is not a table")
+    return table
+
+
+def _set(table: Any, key: str, old: object, new: object, doc: str) -> None:
+    if old == new:
+        return  # what the file says stays, even a value the loader could not use
+    if new is None:
+        table.pop(key, None)
+        return
+    if key not in table and doc and isinstance(table, tomlkit.items.Table):
+        for line in textwrap.wrap(doc, 96):
+            table.add(tomlkit.comment(line))
+    table[key] = new
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temp file beside it, fsynced, then renamed over it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".settings-", suffix=".tmp", dir=path.parent)
+        try:
+            mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            mode = None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
                 f.write(text)
                 f.flush()
+                if mode is not None:
+                    os.fchmod(f.fileno(), mode)  # keep the user's permissions
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_folder(path.parent)
     except OSError as exc:
         raise SettingsError(
             f"cannot write the settings to {path} ({exc.strerror or exc}): "
             "check that the folder is writable or set LOCALBVI_SETTINGS to another file"
         ) from exc
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

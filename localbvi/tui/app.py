@@ -259,7 +259,7 @@ class LocalbviApp(App[int]):
         self.settings = replace(form.apply_to(self.settings), theme=self.theme)
         self.system_prompt = form.system_prompt
         try:
-            path = save_settings(self.settings)
+            saved = save_settings(self.settings)
         except SettingsError as exc:
             self.notify(str(exc), title="Settings not saved to a file", severity="error")
             return
@@ -268,7 +268,15 @@ class LocalbviApp(App[int]):
             if reload_needed and self.model is not None
             else "Sampling settings apply to the next request."
         )
-        self.notify(f"{when} Written to {path}", title="Settings saved")
+        if saved.note:  # the settings file could not be read: it was left as it was
+            self.notify(
+                f"{saved.note}. {when}",
+                title=f"Settings saved to {saved.path.name}",
+                severity="warning",
+                timeout=30,
+            )
+            return
+        self.notify(f"{when} Written to {saved.path}", title="Settings saved")
 
     # -- sessions ---------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,13 +54,13 @@ def test_env_variable_moves_the_settings_file(
     monkeypatch.setenv("LOCALBVI_SETTINGS", str(elsewhere))
     assert settings_path() == elsewhere
     assert load_settings().settings.mode == "completion"
-    assert save_settings(Settings(theme="nord")) == elsewhere
+    assert save_settings(Settings(theme="nord")).path == elsewhere
     assert 'theme = "nord"' in elsewhere.read_text()
 
 
 def test_round_trip_keeps_every_setting() -> None:
     settings = _full_settings()
-    path = save_settings(settings)
+    path = save_settings(settings).path
     loaded = load_settings()
     assert loaded.problem is None
     assert loaded.settings == settings
@@ -67,7 +68,7 @@ def test_round_trip_keeps_every_setting() -> None:
 
 
 def test_saved_file_is_commented_and_valid_toml() -> None:
-    path = save_settings(Settings())
+    path = save_settings(Settings()).path
     text = path.read_text()
     assert "# Context window in tokens" in text  # the field's docstring
     assert "# n_threads = 4" in text  # unset: shown as an example to uncomment
@@ -77,16 +78,19 @@ def test_saved_file_is_commented_and_valid_toml() -> None:
 
 
 def test_save_replaces_atomically_and_leaves_no_temp_files() -> None:
-    path = save_settings(Settings(theme="a"))
+    path = save_settings(Settings(theme="a")).path
     save_settings(Settings(theme="b"))
     assert load_settings().settings.theme == "b"
     assert sorted(p.name for p in path.parent.iterdir()) == ["settings.toml"]
 
 
 def test_strings_with_quotes_and_controls_survive() -> None:
-    settings = Settings(model='odd "name" \\ with\ttab', keys={"a key with spaces": "ctrl+\x7f"})
-    save_settings(settings)
+    settings = Settings(model='odd "name" \\ with\ttab\x7f', keys={"chat.send": "ctrl+j"})
+    save_settings(settings)  # a new file
     assert load_settings().settings == settings
+    changed = replace(settings, model="other 'one' \"x\"\x01", keys={"app.help": "f2"})
+    save_settings(changed)  # the same file, updated in place
+    assert load_settings().settings == changed
 
 
 def test_broken_toml_names_line_and_column_and_uses_defaults() -> None:

@@ -1,11 +1,14 @@
 """Settings: sampling (with presets and seed) now; context, threads, GPU layers on next load.
 
-Save writes the settings file (the app does, with `localbvi.settings.save_settings`).
+Save writes the settings file (the app does, with `localbvi.settings.save_settings`). When
+that file could not be read, the dialog says so up front: Save leaves it untouched and writes
+a new file beside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
 from textual import on
@@ -15,6 +18,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select
 
+from localbvi.settings import save_target
 from localbvi.tui.state import PRESETS, SAMPLING_FIELDS, AppSettings, apply_preset, preset_of
 
 __all__ = ["SettingsScreen", "parse_settings"]
@@ -114,12 +118,18 @@ class SettingsScreen(ModalScreen[AppSettings | None]):
                 "on the next model load. The system prompt is kept for this run only.",
                 classes="dialog-note",
             )
-            yield Label(f"Save writes {self.path or 'the settings file'}", classes="dialog-note")
+            yield Label(self._save_note(), id="settings-target", classes="dialog-note")
             yield Label("", id="settings-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
         yield Footer()
+
+    def _save_note(self) -> str:
+        if not self.path:
+            return "Save writes the settings file"
+        target = save_target(Path(self.path))
+        return f"Save: {target.note}" if target.note else f"Save writes {self.path}"
 
     @on(Select.Changed, "#preset")
     def _preset(self, event: Select.Changed) -> None:
