@@ -213,6 +213,7 @@ def progress_printer(stream: TextIO | None = None) -> Callable[[Any], None]:
     def show(p: Any) -> None:
         now = time.monotonic()
         finished = p.total and p.done >= p.total
+        checked = getattr(p, "checked", "")  # how the store verified the file, when done
         if tty:
             if now - last_draw[0] < 0.1 and not finished:
                 return
@@ -224,11 +225,12 @@ def progress_printer(stream: TextIO | None = None) -> Callable[[Any], None]:
                 f"{p.speed_bps / 1e6:.1f} MB/s{eta}   "
             )
             if finished:
-                err.write("\n")
+                err.write(f"({checked})\n" if checked else "\n")
             err.flush()
         elif finished and last_file[0] != p.file:
             last_file[0] = p.file
-            err.write(f"{p.file}: downloaded {p.total / 1e6:.0f} MB\n")
+            note = f" ({checked})" if checked else ""
+            err.write(f"{p.file}: downloaded {p.total / 1e6:.0f} MB{note}\n")
             err.flush()
 
     return show

@@ -24,6 +24,7 @@ import hashlib
 import http.client
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -31,11 +32,11 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from localbvi.errors import DownloadError, GGUFError, OfflineError, RefError
+from localbvi.errors import DownloadError, GGUFError, OfflineError, RefError, printable, shorten
 
 __all__ = [
     "DownloadCancelledError",
@@ -59,17 +60,34 @@ MAX_ATTEMPTS = 6
 """Connection drops tolerated within one call before asking the user to run it again."""
 PROGRESS_INTERVAL_S = 0.1
 TIMEOUT_S = 30.0
+MAX_REDIRECTS = 5
+"""Redirects followed for one request (the Hub uses one: to its CDN)."""
+MAX_NAME_BYTES = 255
+"""Longest file or folder name most file systems accept."""
+MAX_FILENAME_CHARS = 1000
+"""Longest path inside a repository we accept (the Hub's own limit is lower in practice)."""
+
+# The formats of the names a server gives us, checked before they touch the file system.
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_GIT_SHA1_RE = re.compile(r"[0-9a-f]{40}")
+_REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_SIZE_RE = re.compile(r"[0-9]{1,19}")
 
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress report for one file; `done` counts bytes already on disk from earlier runs."""
+    """One progress report for one file; `done` counts bytes already on disk from earlier runs.
+
+    The report with `done == total` comes only after the file was checked; its `checked` says
+    how ("sha256 verified, GGUF header read").
+    """
 
     file: str
     done: int
     total: int
     speed_bps: float
     eta_s: float | None
+    checked: str = ""
 
     @property
     def fraction(self) -> float:
@@ -141,6 +159,29 @@ def _mb(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:,.1f} MB"
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """Untrusted text (a header, a name) as it may appear in a message: printable and short."""
+    return shorten(printable(text), limit)
+
+
+def _inside(path: Path, root: Path) -> Path:
+    """`path`, after checking that it stays inside `root` once `..` and the like are resolved.
+
+    Names from a server are validated before they get here; this is the last line, so a name
+    we failed to foresee still cannot reach outside the cache. Symlinks the user made inside
+    the cache (a repo folder on another disk) are respected: the check is on the path as
+    written, made absolute and normalised.
+    """
+    real_root = os.path.normpath(os.path.abspath(root))
+    real = os.path.normpath(os.path.abspath(path))
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise DownloadError(
+            f"refusing to write {_shown(str(path))}: it is outside the Hugging Face cache "
+            f"{_shown(str(root))}"
+        )
+    return path
+
+
 # --- what is already on disk --------------------------------------------------------------
 
 
@@ -149,9 +190,10 @@ def _snapshot_candidates(folder: Path, revision: str) -> list[Path]:
     snapshots = folder / "snapshots"
     ordered: list[Path] = []
     ref = folder / "refs" / revision
-    if ref.is_file():
-        ordered.append(snapshots / ref.read_text().strip())
-    elif (snapshots / revision).is_dir():
+    commit = _read_ref(ref)
+    if commit is not None:
+        ordered.append(snapshots / commit)
+    elif _GIT_SHA1_RE.fullmatch(revision) and (snapshots / revision).is_dir():
         ordered.append(snapshots / revision)
     if snapshots.is_dir():
         others = sorted(
@@ -163,8 +205,19 @@ def _snapshot_candidates(folder: Path, revision: str) -> list[Path]:
     return ordered
 
 
+def _read_ref(ref: Path) -> str | None:
+    """The commit a `refs/<revision>` file names, if it holds one (anything else is ignored)."""
+    try:
+        text = ref.read_text(encoding="ascii", errors="replace").strip()
+    except (OSError, ValueError):
+        return None
+    return text if _GIT_SHA1_RE.fullmatch(text) else None
+
+
 def cached_file(repo: str, filename: str, revision: str = "main") -> Path | None:
     """The complete cached copy of `filename`, without touching the network, or None."""
+    if filename_problem(filename) is not None or not _REPO_RE.fullmatch(repo):
+        return None
     folder = repo_folder(repo)
     for snapshot in _snapshot_candidates(folder, revision):
         candidate = snapshot / filename
@@ -209,8 +262,8 @@ def _status_and_code(exc: BaseException) -> tuple[int | None, str | None]:
 
 def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadError:
     """An HTTP or network error as a message that says what to do."""
-    endpoint = hub_endpoint()
-    what = f"{repo}/{filename}" if filename else repo
+    endpoint = _shown(hub_endpoint())
+    what = f"{repo}/{_shown(filename)}" if filename else repo
     status, code = _status_and_code(exc)
     if code == "GatedRepo" or (status in (401, 403) and code != "RepoNotFound"):
         token_hint = (
@@ -226,7 +279,7 @@ def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadE
         )
     if code == "EntryNotFound":
         return DownloadError(
-            f"{repo} has no file '{filename}' on the Hub; check the name at "
+            f"{repo} has no file '{_shown(filename or '')}' on the Hub; check the name at "
             f"{endpoint}/{repo}/tree/main"
         )
     if code == "RevisionNotFound":
@@ -244,8 +297,8 @@ def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadE
             "(see https://status.huggingface.co)"
         )
     return OfflineError(
-        f"cannot reach {endpoint} ({type(exc).__name__}: {exc}): you seem to be offline, "
-        f"and {what} is not on disk; connect and try again"
+        f"cannot reach {endpoint} ({type(exc).__name__}: {_shown(str(exc))}): you seem to be "
+        f"offline, and {what} is not on disk; connect and try again"
     )
 
 
@@ -275,10 +328,28 @@ def list_repo_files(repo: str, revision: str = "main") -> list[tuple[str, int | 
 class _Remote:
     url: str
     etag: str
+    """The file's sha256 (LFS files) or git blob sha1 (small files), lower-case hex."""
     commit: str
-    size: int | None
+    size: int
     xet: bool
     same_host: bool
+
+
+def _http_only_opener(*, redirects: bool) -> urllib.request.OpenerDirector:
+    """An opener for http(s) only: no `file://`, `ftp://` or `data:` handler to be sent to."""
+    opener = urllib.request.OpenerDirector()
+    handlers: list[urllib.request.BaseHandler] = [
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _HttpRedirect() if redirects else _NoRedirect(),
+        urllib.request.HTTPErrorProcessor(),
+    ]
+    for handler in handlers:
+        opener.add_handler(handler)
+    return opener
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -288,21 +359,142 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class _BadRedirectError(Exception):
+    """A server redirected a download to something other than an http(s) URL."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+class _HttpRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects for the body: http(s) only, a few at most, the token kept on its own host."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if _scheme(newurl) not in ("http", "https"):
+            raise _BadRedirectError(newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _netloc(newurl) != _netloc(req.full_url):
+            new.remove_header("Authorization")  # the Hub token never goes to another host
+        return new
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Any
+    ) -> Any:
+        # The base class refuses some schemes itself with a bare HTTPError: say which, here.
+        target = headers.get("Location") or headers.get("URI")
+        if target:
+            try:
+                newurl = urllib.parse.urljoin(req.full_url, target)
+            except ValueError:
+                newurl = target
+            if _scheme(newurl) not in ("http", "https"):
+                raise _BadRedirectError(newurl)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError:
+        return ""
+
+
+def _netloc(url: str) -> str:
+    try:
+        return urllib.parse.urlsplit(url).netloc.lower()
+    except ValueError:
+        return ""
+
+
+def _checked_endpoint() -> str:
+    """HF_ENDPOINT, refused with a readable error unless it is an http(s) address."""
+    endpoint = hub_endpoint()
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # a port that is not a number raises ValueError
+    except ValueError:
+        ok = False
+    if not ok:
+        raise DownloadError(
+            f"HF_ENDPOINT is {_shown(endpoint)!r}, not an http(s) address like "
+            f"{DEFAULT_ENDPOINT}; fix or unset it"
+        )
+    return endpoint
+
+
+def _bad_answer(endpoint: str, what: str, problem: str) -> DownloadError:
+    return DownloadError(
+        f"{_shown(endpoint)} did not answer like the Hugging Face Hub for {what}: {problem}; "
+        "nothing was written. Check HF_ENDPOINT and any proxy"
+    )
+
+
+def _checked_etag(raw: str, endpoint: str, what: str) -> str:
+    """The Hub's ETag is the file's sha256 (LFS) or git blob sha1; anything else is refused.
+
+    It becomes a file name in the cache (`blobs/<etag>`), so this check is what keeps a
+    server from choosing where we write.
+    """
+    etag = raw.strip().removeprefix("W/").strip('"').lower()
+    if _SHA256_RE.fullmatch(etag) or _GIT_SHA1_RE.fullmatch(etag):
+        return etag
+    raise _bad_answer(
+        endpoint, what, f"its ETag {_shown(raw, 60)!r} is not a sha256 or git sha1 hash"
+    )
+
+
+def _checked_commit(raw: str, endpoint: str, what: str) -> str:
+    commit = raw.strip().lower()
+    if _GIT_SHA1_RE.fullmatch(commit):
+        return commit
+    raise _bad_answer(
+        endpoint, what, f"its X-Repo-Commit {_shown(raw, 60)!r} is not a 40-digit commit hash"
+    )
+
+
+def _checked_size(raw: str | None, endpoint: str, what: str) -> int:
+    size = (raw or "").strip()
+    if _SIZE_RE.fullmatch(size):
+        return int(size)
+    problem = (
+        f"the file size {_shown(size, 40)!r} is not a number of bytes"
+        if size
+        else "it did not say the file's size"
+    )
+    raise _bad_answer(endpoint, what, problem)
+
+
 def _metadata(repo: str, filename: str, revision: str) -> _Remote:
     """HEAD the file like `huggingface_hub.get_hf_file_metadata`, with the standard library.
 
     Importing huggingface_hub and its HTTP stack costs ~0.5-1 s per process, a third of a
     253 MB download on loopback; it is imported only for Xet files and repo listings.
+    Every name the answer gives (ETag, commit) and every redirect is checked here.
     """
-    endpoint = hub_endpoint()
+    endpoint = _checked_endpoint()
+    what = f"{repo}/{_shown(filename)}"
     url = (
         f"{endpoint}/{repo}/resolve/{urllib.parse.quote(revision, safe='')}/"
         f"{urllib.parse.quote(filename)}"
     )
-    opener = urllib.request.build_opener(_NoRedirect)
+    opener = _http_only_opener(redirects=False)
     headers = _headers(with_auth=True)
     location = url
-    for _hop in range(5):
+    for _hop in range(MAX_REDIRECTS):
         request = urllib.request.Request(location, headers=headers, method="HEAD")
         try:
             with opener.open(request, timeout=TIMEOUT_S) as response:
@@ -312,8 +504,20 @@ def _metadata(repo: str, filename: str, revision: str) -> _Remote:
             target = exc.headers.get("Location")
             if exc.code in (301, 302, 303, 307, 308) and target:
                 answer = exc.headers
-                next_url = urllib.parse.urljoin(location, target)
-                same = urllib.parse.urlsplit(next_url).netloc == urllib.parse.urlsplit(url).netloc
+                try:
+                    next_url = urllib.parse.urljoin(location, target)
+                except ValueError:
+                    next_url = target
+                scheme = _scheme(next_url)
+                if scheme not in ("http", "https"):
+                    raise _bad_answer(
+                        endpoint,
+                        what,
+                        f"it redirected to {_shown(next_url, 60)!r}, "
+                        f"{'a ' + scheme + ':// address' if scheme else 'not a URL'}; "
+                        "only http(s) redirects are followed",
+                    ) from None
+                same = _netloc(next_url) == _netloc(url)
                 if answer.get("X-Linked-Etag") or answer.get("X-Linked-Size") or not same:
                     location = next_url  # an LFS file on a CDN: GET it there, without auth
                     break
@@ -323,23 +527,25 @@ def _metadata(repo: str, filename: str, revision: str) -> _Remote:
         except (OSError, http.client.HTTPException) as exc:
             raise _translate(exc, repo, filename) from exc
     else:
-        raise DownloadError(f"too many redirects for {repo}/{filename}; check HF_ENDPOINT")
+        raise DownloadError(
+            f"too many redirects for {what} (more than {MAX_REDIRECTS}); check HF_ENDPOINT"
+        )
     etag = answer.get("X-Linked-Etag") or answer.get("ETag")
     commit = answer.get("X-Repo-Commit")
-    size = answer.get("X-Linked-Size") or answer.get("Content-Length")
     if not commit or not etag:
         raise DownloadError(
-            f"{endpoint} did not answer like the Hugging Face Hub for {repo}/{filename} "
+            f"{_shown(endpoint)} did not answer like the Hugging Face Hub for {what} "
             "(no commit or ETag header); check HF_ENDPOINT and any proxy"
         )
-    same_host = urllib.parse.urlsplit(location).netloc == urllib.parse.urlsplit(url).netloc
     return _Remote(
         url=location,
-        etag=etag.removeprefix("W/").strip('"'),
-        commit=commit,
-        size=int(size) if size and size.isdigit() else None,
+        etag=_checked_etag(etag, endpoint, what),
+        commit=_checked_commit(commit, endpoint, what),
+        size=_checked_size(
+            answer.get("X-Linked-Size") or answer.get("Content-Length"), endpoint, what
+        ),
         xet=answer.get("X-Xet-Hash") is not None,
-        same_host=same_host,
+        same_host=_netloc(location) == _netloc(url),
     )
 
 
@@ -386,13 +592,15 @@ def fetch(
     cancel: threading.Event | None = None,
 ) -> tuple[Path, str]:
     """`download`, also returning the commit, so split parts can all come from one commit."""
+    _check_repo(repo)
     _check_filename(filename)
+    _check_revision(revision)
     if is_offline():
         cached = cached_file(repo, filename, revision)
         if cached is not None:
             return cached, cached.parent.name
         raise OfflineError(
-            f"{repo}/{filename} is not on disk and offline mode is on (HF_HUB_OFFLINE=1 or "
+            f"{repo}/{_shown(filename)} is not on disk and offline mode is on (HF_HUB_OFFLINE=1 or "
             "--offline); go online and pull it first"
         )
     try:
@@ -403,25 +611,33 @@ def fetch(
             return cached, cached.parent.name
         raise
 
-    folder = repo_folder(repo)
-    pointer = folder / "snapshots" / remote.commit / filename
-    blob = folder / "blobs" / remote.etag
+    cache = hub_cache_dir()
+    folder = _inside(repo_folder(repo, cache), cache)
+    pointer = _inside(folder / "snapshots" / remote.commit / filename, cache)
+    blob = _inside(folder / "blobs" / remote.etag, cache)
     if pointer.is_file():
         _write_ref(folder, revision, remote.commit)
         return pointer, remote.commit
     if remote.xet:
         return _xet_download(repo, filename, remote, on_progress, cancel), remote.commit
 
-    lock = folder.parent / ".locks" / folder.name / f"{remote.etag}.lock"
+    lock = _inside(folder.parent / ".locks" / folder.name / f"{remote.etag}.lock", cache)
     lock.parent.mkdir(parents=True, exist_ok=True)
     (folder / "blobs").mkdir(parents=True, exist_ok=True)
     (folder / "snapshots").mkdir(parents=True, exist_ok=True)
     with _file_lock(lock):
-        if not (blob.is_file() and (remote.size is None or blob.stat().st_size == remote.size)):
+        if not (blob.is_file() and blob.stat().st_size == remote.size):
             incomplete = blob.with_name(blob.name + ".incomplete")
-            _http_download(repo, remote, filename, incomplete, on_progress, cancel)
-            _verify_gguf(incomplete, filename)
+            meter = _Meter(on_progress, filename, remote.size, 0)
+            try:
+                checked = _http_download(repo, remote, filename, incomplete, meter, cancel)
+                checked += _verify_gguf(incomplete, filename)
+            finally:
+                with contextlib.suppress(OSError):
+                    if incomplete.stat().st_size == 0:  # a refusal before any byte came
+                        incomplete.unlink()
             os.replace(incomplete, blob)
+            meter.finish(checked)
         _link(blob, pointer)
         _write_ref(folder, revision, remote.commit)
     return pointer, remote.commit
@@ -444,12 +660,45 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _check_filename(filename: str) -> None:
+def filename_problem(filename: str) -> str | None:
+    """What makes `filename` unusable as a path inside a repository (and the cache), or None."""
+    if not filename:
+        return "it is empty"
+    if len(filename) > MAX_FILENAME_CHARS:
+        return f"it is {len(filename):,} characters long (at most {MAX_FILENAME_CHARS:,})"
+    if any(ord(c) < 32 or ord(c) == 127 for c in filename):
+        return "it contains control characters"
+    if filename.startswith("/") or "\\" in filename or re.match(r"[A-Za-z]:", filename):
+        return "it is absolute or has backslashes"
     parts = filename.split("/")
-    if not filename or filename.startswith("/") or "\\" in filename or ".." in parts or "" in parts:
-        raise RefError(
-            f"'{filename}' is not a file name inside a repository (no '..', no leading '/')"
-        )
+    if any(part in ("", ".", "..") for part in parts):
+        return "it has '..', '.' or empty parts"
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        return f"a name in it is longer than {MAX_NAME_BYTES} bytes, the file system's limit"
+    return None
+
+
+def _check_filename(filename: str) -> None:
+    problem = filename_problem(filename)
+    if problem is not None:
+        raise RefError(f"'{_shown(filename)}' is not a file name inside a repository: {problem}")
+
+
+def _check_repo(repo: str) -> None:
+    if not _REPO_RE.fullmatch(repo):
+        raise RefError(f"'{_shown(repo)}' is not a Hub repository name (org/name)")
+
+
+def _check_revision(revision: str) -> None:
+    parts = revision.split("/")
+    if (
+        not revision
+        or len(revision) > MAX_NAME_BYTES
+        or any(ord(c) < 32 for c in revision)
+        or "\\" in revision
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise RefError(f"'{_shown(revision)}' is not a branch, tag or commit name")
 
 
 class _Hasher(Protocol):
@@ -459,9 +708,9 @@ class _Hasher(Protocol):
 
 def _new_hasher(etag: str, size: int | None) -> _Hasher | None:
     """The hash the ETag is: sha256 for LFS files, git's blob sha1 for small ones."""
-    if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag):
+    if _SHA256_RE.fullmatch(etag):
         return hashlib.sha256()
-    if len(etag) == 40 and size is not None:
+    if _GIT_SHA1_RE.fullmatch(etag) and size is not None:
         hasher = hashlib.sha1(usedforsecurity=False)
         hasher.update(f"blob {size}\0".encode())
         return hasher
@@ -477,7 +726,11 @@ def _hash_prefix(hasher: _Hasher | None, path: Path) -> None:
 
 
 class _Meter:
-    """Turns byte counts into throttled `Progress` events (speed over this run only)."""
+    """Turns byte counts into throttled `Progress` events (speed over this run only).
+
+    The event that says a file is complete comes from `finish`, after it was checked: a
+    progress bar at 100 % means a usable file.
+    """
 
     def __init__(self, callback: ProgressCallback | None, file: str, total: int, done: int):
         self.callback = callback
@@ -488,23 +741,38 @@ class _Meter:
         self.last = 0.0
 
     def update(self, done: int, *, force: bool = False) -> None:
-        if self.callback is None:
+        if self.callback is None or done >= self.total:
             return
         now = time.monotonic()
         if not force and now - self.last < PROGRESS_INTERVAL_S:
             return
         self.last = now
+        self.callback(self._progress(done, now))
+
+    def finish(self, checked: str) -> None:
+        if self.callback is not None:
+            self.callback(replace(self._progress(self.total, time.monotonic()), checked=checked))
+
+    def _progress(self, done: int, now: float) -> Progress:
         elapsed = now - self.start
         fetched = done - self.start_done
         speed = fetched / elapsed if elapsed > 0 and fetched > 0 else 0.0
         eta = (self.total - done) / speed if speed > 0 else None
-        self.callback(Progress(self.file, done, self.total, speed, eta))
+        return Progress(self.file, done, self.total, speed, eta)
 
 
 def _open(url: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+    if _scheme(url) not in ("http", "https"):
+        raise _BadRedirectError(url)
     request = urllib.request.Request(url, headers=headers)
-    response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    response: http.client.HTTPResponse = _http_only_opener(redirects=True).open(
+        request, timeout=TIMEOUT_S
+    )
     return response
+
+
+class _TooLongError(Exception):
+    """The server sent more bytes than it announced (a broken or hostile server)."""
 
 
 def _http_download(
@@ -512,27 +780,31 @@ def _http_download(
     remote: _Remote,
     filename: str,
     incomplete: Path,
-    on_progress: ProgressCallback | None,
+    meter: _Meter,
     cancel: threading.Event | None,
-) -> None:
-    """GET the file into `incomplete`, resuming from what an earlier run left there."""
+) -> str:
+    """GET the file into `incomplete`, resuming from what an earlier run left there.
+
+    Returns how the bytes were checked. Reading stops one byte past the announced size: a
+    server that sends more (an endless body) fails the download instead of filling the disk.
+    """
+    name = _shown(filename)
     total = remote.size
     have = incomplete.stat().st_size if incomplete.exists() else 0
-    if total is not None and have > total:
+    if have > total:
         incomplete.unlink()
         have = 0
-    if total is not None:
-        need = total - have
-        free = free_bytes(incomplete.parent)
-        if need > free:
-            raise DownloadError(
-                f"not enough disk space for {filename}: it needs {_mb(need)} more but "
-                f"{incomplete.parent} has {_mb(free)} free; free some space (`localbvi rm` "
-                "removes models) or point HF_HUB_CACHE at a bigger disk"
-            )
+    need = total - have
+    free = free_bytes(incomplete.parent)
+    if need > free:
+        raise DownloadError(
+            f"not enough disk space for {name}: it needs {_mb(need)} more but "
+            f"{incomplete.parent} has {_mb(free)} free; free some space (`localbvi rm` "
+            "removes models) or point HF_HUB_CACHE at a bigger disk"
+        )
 
     headers = _headers(with_auth=remote.same_host)
-    meter = _Meter(on_progress, filename, total or 0, have)
+    meter.start_done = have
     meter.update(have, force=True)
     attempts = 0
     digest: str | None = None
@@ -540,10 +812,10 @@ def _http_download(
         with incomplete.open("ab") as f:
             sink = _Sink(f, incomplete, remote.etag, total)
             try:
-                while total is None or have < total:
+                while have < total:
                     if cancel is not None and cancel.is_set():
                         raise DownloadCancelledError(
-                            f"download of {filename} cancelled at {_mb(have)}; "
+                            f"download of {name} cancelled at {_mb(have)}; "
                             "pulling it again resumes from there"
                         )
                     request_headers = dict(headers)
@@ -555,15 +827,15 @@ def _http_download(
                                 # The server ignored Range: start over, never append twice.
                                 sink.restart()
                                 have = 0
-                            if total is None:
-                                total = int(response.headers.get("Content-Length") or 0) + have
-                                meter.total = total
-                                sink.size = total
                             while not (cancel is not None and cancel.is_set()):
-                                buffer = memoryview(bytearray(CHUNK))
+                                # One byte more than announced is enough to know it lies.
+                                want = min(CHUNK, total + 1 - have)
+                                buffer = memoryview(bytearray(want))
                                 n = response.readinto(buffer)
                                 if not n:
                                     break
+                                if have + n > total:
+                                    raise _TooLongError
                                 sink.put(buffer[:n])
                                 have += n
                                 meter.update(have)
@@ -573,6 +845,11 @@ def _http_download(
                             sink.restart()
                             have = 0
                             continue
+                        if 300 <= exc.code < 400:
+                            raise DownloadError(
+                                f"the download of {name} was redirected too often (more "
+                                f"than {MAX_REDIRECTS} times); check HF_ENDPOINT and any proxy"
+                            ) from exc
                         raise _translate(exc, repo, filename) from exc
                     except (OSError, http.client.HTTPException) as exc:
                         if isinstance(exc, _WriteError):
@@ -580,19 +857,20 @@ def _http_download(
                         attempts += 1
                         if attempts >= MAX_ATTEMPTS:
                             raise DownloadError(
-                                f"the connection kept dropping while downloading {filename} "
-                                f"({_mb(have)} of {_mb(total or 0)} kept); run the same "
-                                f"command again to resume ({type(exc).__name__}: {exc})"
+                                f"the connection kept dropping while downloading {name} "
+                                f"({_mb(have)} of {_mb(total)} kept); run the same "
+                                f"command again to resume ({type(exc).__name__}: "
+                                f"{_shown(str(exc))})"
                             ) from exc
                         time.sleep(min(0.2 * 2**attempts, 5.0))
                         continue
                     if cancel is not None and cancel.is_set():
                         continue  # raises at the top of the loop
-                    if total is not None and have < total:
+                    if have < total:
                         attempts += 1  # the body ended early: resume with Range
                         if attempts >= MAX_ATTEMPTS:
                             raise DownloadError(
-                                f"the server kept closing the connection early for {filename}; "
+                                f"the server kept closing the connection early for {name}; "
                                 "run the same command again to resume"
                             )
                         continue
@@ -604,29 +882,50 @@ def _http_download(
         incomplete.unlink(missing_ok=True)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DownloadError(
-                f"the disk filled up while downloading {filename} ({_mb(have)} of "
-                f"{_mb(total or 0)}); the partial file was deleted ({_mb(freed)} freed). "
-                f"Free at least {_mb(total or 0)} on {incomplete.parent} and try again"
+                f"the disk filled up while downloading {name} ({_mb(have)} of "
+                f"{_mb(total)}); the partial file was deleted ({_mb(freed)} freed). "
+                f"Free at least {_mb(total)} on {incomplete.parent} and try again"
             ) from exc
         raise DownloadError(
-            f"cannot write {filename} to {incomplete.parent} ({exc.strerror}); the partial "
+            f"cannot write {name} to {incomplete.parent} ({exc.strerror}); the partial "
             "file was deleted. Check the disk and its permissions, then try again"
         ) from exc
-
-    meter.update(have, force=True)
-    if total is not None and have != total:
+    except _TooLongError:
         incomplete.unlink(missing_ok=True)
         raise DownloadError(
-            f"{filename}: the server sent {_mb(have)} but announced {_mb(total)}; the bytes "
+            f"{_shown(hub_endpoint())} sent more than the {_mb(total)} it announced for "
+            f"{name}; the download was stopped and the partial file deleted. Check "
+            "HF_ENDPOINT and any proxy, then try again"
+        ) from None
+    except _BadRedirectError as exc:
+        scheme = _scheme(exc.url)
+        raise _bad_answer(
+            hub_endpoint(),
+            f"{repo}/{name}",
+            f"the download was redirected to {_shown(exc.url, 60)!r}"
+            f"{', a ' + scheme + ':// address' if scheme else ''}; only http(s) is followed",
+        ) from None
+
+    if have != total:
+        incomplete.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{name}: the server sent {_mb(have)} but announced {_mb(total)}; the bytes "
             "were deleted, try again"
         )
-    if digest is not None and digest != remote.etag:
+    if digest is None:  # cannot happen: the ETag was checked to be one of the two hashes
+        incomplete.unlink(missing_ok=True)
+        raise DownloadError(f"{name} could not be verified; the bytes were deleted")
+    if digest != remote.etag:
         incomplete.unlink(missing_ok=True)
         raise DownloadError(
-            f"{filename} failed verification: its hash is {digest[:12]}… but the Hub "
+            f"{name} failed verification: its hash is {digest[:12]}… but the Hub "
             f"says {remote.etag[:12]}…; the damaged bytes were deleted. Try again; if it "
             "repeats, a proxy or the disk is corrupting data"
         )
+    if _SHA256_RE.fullmatch(remote.etag):
+        return "sha256 verified"
+    # The Hub gives a git blob sha1 instead of a sha256 for files kept outside LFS.
+    return "no sha256 from the Hub: git sha1 and size verified"
 
 
 class _Sink:
@@ -719,10 +1018,13 @@ class _WriteError(OSError):
     """Marks an OSError raised by the disk, not the network."""
 
 
-def _verify_gguf(path: Path, filename: str) -> None:
-    """The inspector must read a .gguf before we call it ready; else the bytes go."""
+def _verify_gguf(path: Path, filename: str) -> str:
+    """The inspector must read a .gguf before we call it ready; else the bytes go.
+
+    Returns what was checked, to append to the verification note.
+    """
     if not filename.endswith(".gguf"):
-        return
+        return ""
     from localbvi.inspector import inspect_gguf
 
     try:
@@ -730,9 +1032,11 @@ def _verify_gguf(path: Path, filename: str) -> None:
     except GGUFError as exc:
         path.unlink(missing_ok=True)
         raise DownloadError(
-            f"{filename} downloaded but is not a usable GGUF file ({exc}); it was deleted. "
-            "Check that the repository holds GGUF models"
+            f"{_shown(filename)} downloaded but is not a usable GGUF file "
+            f"({_shown(str(exc), 120)}); it was deleted. Check that the repository holds "
+            "GGUF models"
         ) from exc
+    return ", GGUF header read"
 
 
 def _link(blob: Path, pointer: Path) -> None:
@@ -749,8 +1053,8 @@ def _link(blob: Path, pointer: Path) -> None:
 def _write_ref(folder: Path, revision: str, commit: str) -> None:
     if revision == commit:
         return
-    ref = folder / "refs" / revision
-    if ref.is_file() and ref.read_text().strip() == commit:
+    ref = _inside(folder / "refs" / revision, folder)
+    if _read_ref(ref) == commit:
         return
     ref.parent.mkdir(parents=True, exist_ok=True)
     tmp = ref.with_name(f"{ref.name}.{os.getpid()}.tmp")
@@ -771,11 +1075,12 @@ def _xet_download(
     """Delegate to `hf_hub_download`: hf_xet resumes from its chunk cache after a failure."""
     from huggingface_hub import hf_hub_download
 
-    total = remote.size or 0
+    meter = _Meter(on_progress, filename, remote.size, 0)
+    total = remote.size
     folder = repo_folder(repo)
     if total and total > free_bytes(folder.parent):
         raise DownloadError(
-            f"not enough disk space for {filename}: it needs {_mb(total)} but "
+            f"not enough disk space for {_shown(filename)}: it needs {_mb(total)} but "
             f"{folder.parent} has {_mb(free_bytes(folder.parent))} free"
         )
     try:
@@ -786,30 +1091,24 @@ def _xet_download(
             cache_dir=str(hub_cache_dir()),
             endpoint=hub_endpoint(),
             token=_token(),
-            tqdm_class=_tqdm_for(on_progress, cancel, filename, total),
+            tqdm_class=_tqdm_for(meter, cancel, filename),
         )
     except _hub_errors() as exc:
         raise _translate(exc, repo, filename) from exc
     pointer = Path(str(path))
     try:
-        _verify_gguf(pointer.resolve(), filename)
+        checked = _verify_gguf(pointer.resolve(), filename)
     except DownloadError:
         pointer.unlink(missing_ok=True)
         raise
     _write_ref(folder, "main", remote.commit)
+    meter.finish("fetched and checked by huggingface_hub (Xet)" + checked)
     return pointer
 
 
-def _tqdm_for(
-    on_progress: ProgressCallback | None,
-    cancel: threading.Event | None,
-    filename: str,
-    total: int,
-) -> Any:
+def _tqdm_for(meter: _Meter, cancel: threading.Event | None, filename: str) -> Any:
     """A silent tqdm class that forwards byte counts as `Progress` and honours `cancel`."""
     from huggingface_hub.utils import tqdm as hf_tqdm  # type: ignore[attr-defined]
-
-    meter = _Meter(on_progress, filename, total, 0)
 
     class _Bar(hf_tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -819,7 +1118,7 @@ def _tqdm_for(
 
         def update(self, n: float | None = 1) -> bool | None:
             if cancel is not None and cancel.is_set():
-                raise DownloadCancelledError(f"download of {filename} cancelled")
+                raise DownloadCancelledError(f"download of {_shown(filename)} cancelled")
             self._done += int(n or 0)
             meter.update(self._done)
             return None

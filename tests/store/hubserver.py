@@ -12,7 +12,9 @@
 
 It never sends `X-Xet-Hash`, so clients take the plain-HTTP path. It counts the body bytes it
 sends and has knobs to drop the connection mid-body, corrupt bytes, throttle, or pause at an
-offset (so a test can kill a client at a known point).
+offset (so a test can kill a client at a known point). Hostile knobs make it answer like a
+malicious mirror: any `ETag` or `X-Repo-Commit` header, a redirect anywhere (`file://`
+included), or an endless chunked body.
 """
 
 from __future__ import annotations
@@ -96,6 +98,21 @@ class HubServer:
         """File offset at which a GET body waits for `release` (once); `paused` is set then."""
         self.paused = threading.Event()
         self.release = threading.Event()
+        # Hostile knobs (a malicious or broken mirror behind HF_ENDPOINT).
+        self.etag_header: str | None = None
+        """Sent verbatim as `ETag` on resolve answers instead of the quoted sha256."""
+        self.commit_header: str | None = None
+        """Sent verbatim as `X-Repo-Commit` on resolve answers instead of the commit."""
+        self.size_header: str | None = None
+        """Sent as `X-Linked-Size` on HEAD answers (the size a client believes)."""
+        self.redirect: tuple[str, dict[str, str]] | None = None
+        """HEAD and GET on resolve answer 302 to this Location, with these extra headers."""
+        self.get_redirect: str | None = None
+        """Only GET on resolve answers 302 to this Location (HEAD stays normal)."""
+        self.endless = False
+        """GET sends the file, then zeros forever, chunked, without Content-Length."""
+        self.endless_cap = 256 << 20
+        """Bytes after which an endless body gives up (so a broken client cannot hang a test)."""
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -252,14 +269,24 @@ class _Handler(BaseHTTPRequestHandler):
         if hub_file is None:
             self._error(404, "EntryNotFound", {"X-Repo-Commit": repo.commit})
             return
+        hub = self.hub
+        if hub.redirect is not None or (hub.get_redirect and self.command == "GET"):
+            location, extra = hub.redirect or (hub.get_redirect or "", {})
+            self._plain(302, {"Location": location, **extra})
+            return
         start = 0
         status = 200
         headers = {
-            "X-Repo-Commit": repo.commit,
-            "ETag": f'"{hub_file.sha256}"',
+            "X-Repo-Commit": hub.commit_header or repo.commit,
+            "ETag": hub.etag_header or f'"{hub_file.sha256}"',
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
         }
+        if hub.size_header is not None and self.command == "HEAD":
+            headers["X-Linked-Size"] = hub.size_header
+        if hub.endless and self.command == "GET":
+            self._send_endless(hub_file, headers)
+            return
         range_header = self.headers.get("Range")
         if range_header:
             m = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header.strip())
@@ -332,6 +359,28 @@ class _Handler(BaseHTTPRequestHandler):
                 ahead = (offset - start) / hub.throttle_bps - (time.monotonic() - began)
                 if ahead > 0:
                     time.sleep(ahead)
+
+    def _send_endless(self, hub_file: HubFile, headers: dict[str, str]) -> None:
+        """200, chunked: the file's bytes, then zeros until the client hangs up (or the cap)."""
+        self.send_response(200)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        sent = 0
+        body = hub_file.read(0, hub_file.size)
+        zeros = bytes(256 * 1024)
+        while sent < self.hub.endless_cap:
+            block = body if sent == 0 else zeros
+            try:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+                self.wfile.flush()
+            except OSError:
+                break
+            sent += len(block)
+            with self.hub.lock:
+                self.hub.bytes_served += len(block)
+        self._cut()
 
     def _cut(self) -> None:
         """Close the connection abruptly, mid-body, as a dropped network would."""
