@@ -44,6 +44,7 @@ __all__ = [
     "QUIT_KEY",
     "EngineSettings",
     "LoadedSettings",
+    "NetworkSettings",
     "NumberRange",
     "RemoteServer",
     "SamplingSettings",
@@ -97,6 +98,20 @@ class SamplingSettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """How long localbvi waits for a server (the `[network]` table), in seconds."""
+
+    connect_timeout: float = 10.0
+    """Seconds a server may take to accept a connection."""
+    first_byte_timeout: float = 60.0
+    """Seconds a server may take to start answering: its headers and, in a reply, the first
+    token (a long prompt is evaluated in this time)."""
+    read_timeout: float = 30.0
+    """Seconds a server may stay silent between two tokens of a reply (or take for the rest of
+    any other answer) before localbvi gives up."""
+
+
+@dataclass(frozen=True)
 class RemoteServer:
     """A model served by llama-server or another OpenAI-compatible server (a `[[remote]]`)."""
 
@@ -137,6 +152,8 @@ class Settings:
     """How models are loaded."""
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     """Default sampling for new generations."""
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    """How long to wait for servers (remote models)."""
     keys: Mapping[str, str] = field(default_factory=dict)
     """Key-binding overrides: action id → key, e.g. "app.quit" = "ctrl+q"."""
     remote: tuple[RemoteServer, ...] = ()
@@ -306,6 +323,9 @@ NUMBER_RANGES: dict[str, NumberRange] = {
     "sampling.max_tokens": NumberRange(integer=True, lo=1, example=256),
     "sampling.seed": NumberRange(integer=True, lo=0, example=42, optional=True),
     "sampling.top_probs": NumberRange(integer=True, lo=0, hi=10, example=0),
+    "network.connect_timeout": NumberRange(integer=False, lo=0.1, hi=3600, example=10.0),
+    "network.first_byte_timeout": NumberRange(integer=False, lo=0.1, hi=86400, example=60.0),
+    "network.read_timeout": NumberRange(integer=False, lo=0.1, hi=86400, example=30.0),
 }
 """The numeric settings by "table.key": one definition for the file and the flags."""
 
@@ -397,6 +417,11 @@ _FIELD_CHECKS: dict[type[Any], dict[str, _Check]] = {
         "seed": _ranged("sampling.seed"),
         "top_probs": _ranged("sampling.top_probs"),
     },
+    NetworkSettings: {
+        "connect_timeout": _ranged("network.connect_timeout"),
+        "first_byte_timeout": _ranged("network.first_byte_timeout"),
+        "read_timeout": _ranged("network.read_timeout"),
+    },
     RemoteServer: {
         "name": lambda v, k: _want("str", v, k, 'name = "big-model"'),
         "base_url": _url,
@@ -438,7 +463,8 @@ def _table(value: object, key: str, problems: _Problems) -> Mapping[str, Any] | 
 
 def _parse(data: Mapping[str, Any], problems: _Problems) -> Settings:
     top: dict[str, Any] = {}
-    scalars = {k: v for k, v in data.items() if k not in ("engine", "sampling", "keys", "remote")}
+    tables = ("engine", "sampling", "network", "keys", "remote")
+    scalars = {k: v for k, v in data.items() if k not in tables}
     top.update(_read_table(Settings, scalars, "", problems))
 
     if "engine" in data and (t := _table(data["engine"], "engine", problems)) is not None:
@@ -447,6 +473,8 @@ def _parse(data: Mapping[str, Any], problems: _Problems) -> Settings:
         top["sampling"] = SamplingSettings(
             **_read_table(SamplingSettings, t, "sampling.", problems)
         )
+    if "network" in data and (t := _table(data["network"], "network", problems)) is not None:
+        top["network"] = NetworkSettings(**_read_table(NetworkSettings, t, "network.", problems))
     if "keys" in data and (t := _table(data["keys"], "keys", problems)) is not None:
         keys: dict[str, str] = {}
         for action, key in t.items():
@@ -637,9 +665,9 @@ def render_settings(settings: Settings) -> str:
         "# If this file has a mistake, localbvi says which line and starts with the defaults.",
         "",
     ]
-    lines += _scalar_lines(settings, skip=("engine", "sampling", "keys", "remote"))
+    lines += _scalar_lines(settings, skip=("engine", "sampling", "network", "keys", "remote"))
     docs = _field_docs(Settings)
-    for name in ("engine", "sampling"):
+    for name in ("engine", "sampling", "network"):
         lines += ["", *_comment(docs.get(name, "")), f"[{name}]"]
         lines += _scalar_lines(getattr(settings, name))
     lines += ["", *_comment(docs.get("keys", "")), "[keys]"]
@@ -757,6 +785,8 @@ def _updated_text(path: Path, settings: Settings) -> str:
         document = tomlkit.parse(text)
         _merge(document, before, settings)
         out = document.as_string()
+        if "\r\n" in text:  # what tomlkit added ends in \n: keep the file's line ends
+            out = re.sub(r"(?<!\r)\n", "\r\n", out)
     except _KeepIt:
         raise
     except Exception as exc:  # tomlkit on an unusual layout; the fallback loses nothing
@@ -775,7 +805,7 @@ def _merge(document: Any, before: Settings, after: Settings) -> None:
     """Write into the tomlkit `document` each value where `after` differs from `before`."""
     for name in ("model", "mode", "theme"):
         _set(document, name, getattr(before, name), getattr(after, name), "")
-    for name in ("engine", "sampling"):
+    for name in ("engine", "sampling", "network"):
         old, new = getattr(before, name), getattr(after, name)
         if old == new:
             continue
@@ -819,10 +849,18 @@ def _set(table: Any, key: str, old: object, new: object, doc: str) -> None:
     if new is None:
         table.pop(key, None)
         return
-    if key not in table and doc and isinstance(table, tomlkit.items.Table):
+    if key not in table and doc and _plain_table(table):
         for line in textwrap.wrap(doc, 96):
             table.add(tomlkit.comment(line))
     table[key] = new
+
+
+def _plain_table(table: Any) -> bool:
+    """A `[table]` holding only values: a comment added to it lands above the new key (in
+    one with sub-tables it would land below them, so none is added there)."""
+    return isinstance(table, tomlkit.items.Table) and not any(
+        isinstance(value, tomlkit.items.Table | tomlkit.items.AoT) for value in table.values()
+    )
 
 
 def _write_atomic(path: Path, text: str) -> Path:

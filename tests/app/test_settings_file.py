@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import pytest
 from conftest import (
     BASE,
     INSTRUCT,
@@ -11,7 +15,7 @@ from conftest import (
     screen_text,
     wait_until,
 )
-from textual.widgets import Input
+from textual.widgets import Input, Label
 
 from localbvi.settings import load_settings, settings_path
 from localbvi.tui.screens.settings import SettingsScreen
@@ -94,3 +98,92 @@ async def test_instruct_default_from_file_with_mode_flag(fake_app: AppFactory) -
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.model is not None)
         assert app.mode == "completion"
+
+
+BROKEN = b'theme = "nord"\n[sampling\ntemperature = 0.1\n\n[[remote]]\nname = "box"\nbase_url = "http://box:8080/v1"\n'
+
+
+async def test_save_never_overwrites_a_file_that_could_not_be_read(fake_app: AppFactory) -> None:
+    path = settings_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(BROKEN)
+    beside = path.with_name("settings.saved.toml")
+    app = fake_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await wait_until(pilot, lambda: app.model is not None)
+        assert any("Save will not overwrite this file" in n for n in notifications(app))
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        # The dialog says where Save goes before the user presses it.
+        await wait_until(
+            pilot, lambda: "settings.toml is left exactly as it is" in screen_text(app)
+        )
+        app.screen.query_one("#top_k", Input).value = "7"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        saved = next(n for n in notifications(app) if n.startswith("Settings saved"))
+        assert f"Settings saved to {beside.name}" in saved and str(beside) in saved
+        assert "not valid TOML" in saved and "line 2" in saved
+    assert path.read_bytes() == BROKEN  # the [[remote]] entry and all, byte for byte
+    assert load_settings(beside).settings.sampling.top_k == 7
+
+
+COMMENTED = """\
+# my settings, by hand
+theme = "nord"  # dark
+favourite_colour = "green"
+
+[sampling]
+# focused answers
+temperature = 0.3
+"""
+
+
+async def test_save_keeps_comments_and_unknown_keys(fake_app: AppFactory) -> None:
+    write_settings(COMMENTED)
+    app = fake_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await wait_until(pilot, lambda: app.model is not None)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        target = app.screen.query_one("#settings-target", Label)
+        assert str(target.content) == f"Save writes {settings_path()}"
+        app.screen.query_one("#top_k", Input).value = "9"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+    text = settings_path().read_text()
+    for line in COMMENTED.splitlines():
+        assert line in text.splitlines()
+    assert "top_k = 9" in text
+    assert load_settings().settings.sampling.top_k == 9
+
+
+HOSTILE = {
+    "unknown theme": 'theme = "no-such-theme"\n',
+    "theme with terminal codes": 'theme = "\\u001b]0;pwned\\u0007nord"\n',
+    "huge theme name (2 MB file)": 'theme = "' + "x" * 2_000_000 + '"\n',
+    "quit moved to another key": '[keys]\n"app.quit" = "x"\n"no.such" = "f9"\n',
+    "quit bound to nothing": '[keys]\n"app.quit" = ",,,"\n',
+    "ctrl+q given to help": '[keys]\n"app.help" = "ctrl+q"\n',
+    "keys that are not keys": '[keys]\n"app.help" = "ctrl+!!!"\n"app.log" = 5\n',
+    "nested 10k deep": "x = " + "[" * 10_000 + "]" * 10_000 + "\n",
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+async def test_a_hostile_settings_file_starts_and_quits_with_ctrl_q(
+    fake_app: AppFactory, case: str
+) -> None:
+    write_settings(HOSTILE[case])
+    app = fake_app(model_ref=None)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, WelcomeScreen))
+        told = [n for n in notifications(app) if "settings" in n.lower()]
+        assert told, "the problem is reported"
+        assert all(len(n) < 2000 and "\x1b" not in n for n in told)
+        assert "Traceback" not in screen_text(app)
+        await pilot.press("ctrl+q")
+        deadline = time.monotonic() + 5
+        while app.is_running and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert not app.is_running, "ctrl+q did not quit"
