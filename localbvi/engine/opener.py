@@ -77,9 +77,15 @@ def open_model(
         # An ad hoc server URL takes its key from LOCALBVI_API_KEY, never from the command line.
         api_key = api_key or os.environ.get("LOCALBVI_API_KEY") or None
         from localbvi.engine.remote import RemoteEngine, parse_remote_ref
+        from localbvi.settings import load_settings
 
         base_url, model = parse_remote_ref(target)
-        remote = engine if engine is not None else RemoteEngine(base_url, model, api_key)
+        network = load_settings().settings.network  # the timeouts
+        remote = (
+            engine
+            if engine is not None
+            else RemoteEngine(base_url, model, api_key, network=network)
+        )
         info = remote.load(target, config)
         return OpenedModel(
             engine=remote,

@@ -5,9 +5,18 @@ other OpenAI-compatible servers. Raw completion goes through `/v1/completions`, 
 `/v1/chat/completions` (the server applies the chat template), both streamed as server-sent
 events and turned into the same `TokenEvent`/`DoneEvent` values as the local engine.
 
-Only the standard library: `http.client` gives us the socket, and cancelling shuts that socket
-down from any thread, which ends a blocked read at once (even during a long prompt
-evaluation, when no token is coming).
+HTTP goes through httpx2 (the maintained httpx that huggingface_hub uses), with one pooled
+client per engine: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` and the system trust store are
+honoured, and the many small requests of tokenizing reuse one connection. Its network backend
+is wrapped (`_Watch`) for what httpx cannot do by itself: a deadline over a whole phase of a
+request (headers, the first token, the next token), which a server sending one byte every few
+seconds cannot stretch, and `cancel()` from any thread, which shuts the stream's socket down
+and so ends a blocked read at once (even during a long prompt evaluation, when no token is
+coming).
+
+A server is untrusted input: lines, events and whole bodies are bounded in size, and
+`max_tokens` is enforced on this side too (a stream that goes on past it is closed, finish
+reason "length").
 
 Errors: anything that stops a request before its first token raises `EngineError` (with what
 to do); a failure after tokens arrived ends the stream with a `DoneEvent` whose finish reason
@@ -18,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import http.client
 import json
 import math
 import re
@@ -27,9 +35,13 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Generator, Iterator, Mapping, Sequence
+import urllib.request
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import httpcore2
+import httpx2
 
 from localbvi.engine.types import (
     Alternative,
@@ -44,16 +56,41 @@ from localbvi.engine.types import (
     Token,
     TokenEvent,
 )
-from localbvi.errors import ContextOverflowError, EngineError, ModelLoadError, RefError
+from localbvi.errors import (
+    ContextOverflowError,
+    EngineError,
+    ModelLoadError,
+    RefError,
+    printable,
+    shorten,
+)
+from localbvi.settings import NetworkSettings
 
-__all__ = ["RemoteEngine", "is_remote_ref", "parse_remote_ref"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_EVENT_BYTES",
+    "MAX_LINE_BYTES",
+    "RemoteEngine",
+    "is_remote_ref",
+    "parse_remote_ref",
+]
 
 NO_TEMPLATE_MESSAGE = (
     "this server does not expose its chat template; the prompt is rendered on the server"
 )
 NO_TOKENIZE_MESSAGE = "this server does not expose its tokenizer: it offers no /tokenize endpoint"
 
+MAX_LINE_BYTES = 1 << 20
+"""Longest line of a stream; a token chunk with ten alternatives is a few hundred bytes."""
+MAX_EVENT_BYTES = 1 << 20
+"""Most data in one server-sent event (its `data:` lines together)."""
+MAX_BODY_BYTES = 16 << 20
+"""Largest whole answer (model list, props with a chat template, a long prompt's tokens)."""
+
 _SPECIAL_PIECE = re.compile(r"^<(\|[^|<>\s]+\||[A-Za-z]+_[A-Za-z_]+|bos|eos|s|/s|unk|pad)>$")
+
+Waiting = Literal["headers", "first token", "next token", "body"]
+"""What a request was waiting for when it failed (chooses the timeout and the message)."""
 
 
 def is_remote_ref(ref: str) -> bool:
@@ -90,8 +127,8 @@ class _Target:
 
     url: str
     scheme: str
+    netloc: str
     host: str
-    port: int
     base_path: str
     root_path: str
 
@@ -100,9 +137,8 @@ class _Target:
         base, _ = parse_remote_ref(url)
         parts = urllib.parse.urlsplit(base)
         assert parts.hostname is not None
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         root = parts.path[: -len("/v1")] if parts.path.endswith("/v1") else parts.path
-        return cls(base, parts.scheme, parts.hostname, port, parts.path, root)
+        return cls(base, parts.scheme, parts.netloc, parts.hostname, parts.path, root)
 
     def api(self, name: str) -> str:
         return f"{self.base_path}/{name}"
@@ -110,12 +146,186 @@ class _Target:
     def root(self, name: str) -> str:
         return f"{self.root_path}/{name}"
 
-    def connect(self, timeout: float) -> http.client.HTTPConnection:
-        if self.scheme == "https":
-            return http.client.HTTPSConnection(
-                self.host, self.port, timeout=timeout, context=ssl.create_default_context()
-            )
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+    def full(self, path: str) -> str:
+        return f"{self.scheme}://{self.netloc}{path}"
+
+    def proxy(self) -> str | None:
+        """The proxy the environment names for this server (None: direct or bypassed)."""
+        proxies = urllib.request.getproxies()  # what httpx reads too
+        chosen = proxies.get(self.scheme) or proxies.get("all")
+        if not chosen or urllib.request.proxy_bypass(self.host):
+            return None
+        return chosen
+
+
+# --- deadlines and cancel, below httpx -------------------------------------------------------
+
+
+@dataclass
+class _Phase:
+    deadline: float
+    stream: bool
+
+
+class _Watch:
+    """Deadlines per thread, and the socket a generation is blocked on (for `cancel()`).
+
+    httpx applies its read timeout to each read, so a server that drips a byte at a time never
+    trips it. Every read and write of a connection goes through `_WatchedStream`, which caps its
+    timeout by the deadline of the calling thread's current phase. A phase marked `stream`
+    (a generation) also registers its socket so that another thread can shut it down.
+    """
+
+    def __init__(self, cancelled: threading.Event) -> None:
+        self._cancelled = cancelled
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._active: socket.socket | None = None
+
+    @contextlib.contextmanager
+    def phase(self, deadline: float, *, stream: bool = False) -> Iterator[None]:
+        """Within this block, this thread's network I/O ends by `deadline` (monotonic time)."""
+        previous = getattr(self._local, "phase", None)
+        self._local.phase = _Phase(deadline, stream)
+        try:
+            yield
+        finally:
+            self._local.phase = previous
+
+    def io(
+        self,
+        call: Any,
+        arg: Any,
+        timeout: float | None,
+        sock: socket.socket | None,
+        timeout_error: type[Exception],
+    ) -> Any:
+        phase: _Phase | None = getattr(self._local, "phase", None)
+        if phase is None:
+            return call(arg, timeout)
+        remaining = phase.deadline - time.monotonic()
+        if remaining <= 0:
+            raise timeout_error("the deadline passed")
+        timeout = remaining if timeout is None else min(timeout, remaining)
+        if not phase.stream or sock is None:
+            return call(arg, timeout)
+        with self._lock:
+            if self._cancelled.is_set():
+                raise httpcore2.ReadError("cancelled")
+            self._active = sock
+        try:
+            return call(arg, timeout)
+        finally:
+            with self._lock:
+                if self._active is sock:
+                    self._active = None
+
+    def cut(self) -> None:
+        """Shut down the socket a generation is blocked on, if any (from any thread)."""
+        with self._lock:
+            sock = self._active
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedStream(httpcore2.NetworkStream):
+    def __init__(self, inner: httpcore2.NetworkStream, watch: _Watch) -> None:
+        self._inner = inner
+        self._watch = watch
+        sock = inner.get_extra_info("socket")
+        self._sock = sock if isinstance(sock, socket.socket) else None
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        data: bytes = self._watch.io(
+            self._inner.read, max_bytes, timeout, self._sock, httpcore2.ReadTimeout
+        )
+        return data
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._watch.io(self._inner.write, buffer, timeout, self._sock, httpcore2.WriteTimeout)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore2.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, timeout)
+        return _WatchedStream(inner, self._watch)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _WatchedBackend(httpcore2.NetworkBackend):
+    def __init__(self, inner: httpcore2.NetworkBackend, watch: _Watch) -> None:
+        self._inner = inner
+        self._watch = watch
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _WatchedStream(stream, self._watch)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore2.NetworkStream:
+        stream = self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _WatchedStream(stream, self._watch)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _make_client(network: NetworkSettings, watch: _Watch) -> httpx2.Client:
+    """One pooled client: proxies from the environment, the system trust store, our deadlines."""
+    slowest = max(network.first_byte_timeout, network.read_timeout)
+    client = httpx2.Client(
+        trust_env=True,
+        timeout=httpx2.Timeout(
+            connect=network.connect_timeout,
+            read=slowest,
+            write=slowest,
+            pool=network.connect_timeout,
+        ),
+        limits=httpx2.Limits(max_connections=8, max_keepalive_connections=4),
+    )
+    # httpx takes no network backend, but each transport's httpcore pool does; the pools are
+    # httpx's (a direct one, and one per proxy from the environment), so wrap them in place.
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if isinstance(backend, httpcore2.NetworkBackend):
+            pool._network_backend = _WatchedBackend(backend, watch)  # type: ignore[union-attr]
+    return client
+
+
+def _clean(value: object, limit: int = 120) -> str:
+    """Text from a server or an exception, safe to print on one line of a terminal."""
+    return shorten(" ".join(printable(str(value)).split()), limit)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception httpx and httpcore wrapped (an OSError, an SSL error…)."""
+    seen = {id(exc)}
+    while (inner := exc.__cause__ or exc.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        exc = inner
+    return exc
 
 
 class _HTTPStatusError(EngineError):
@@ -126,7 +336,16 @@ class _HTTPStatusError(EngineError):
         self.status = status
 
 
+class _TooBig(Exception):
+    """A line, an event or a body over its bound (the message says which)."""
+
+
 def _error_text(body: bytes) -> str:
+    """The server's own error message out of an error body, cleaned for a terminal."""
+    return _clean(_raw_error_text(body), 300)
+
+
+def _raw_error_text(body: bytes) -> str:
     """The server's own error message out of a JSON error body (several dialects)."""
     try:
         data = json.loads(body)
@@ -231,6 +450,7 @@ class _StreamState:
         self.last: float | None = None
         self.count = 0
         self.finish: str | None = None
+        self.overrun = False  # the server went on past max_tokens
         self.usage: dict[str, Any] = {}
         self.timings: dict[str, Any] = {}
 
@@ -245,14 +465,15 @@ class _StreamState:
         tokens = _int(self.usage.get("completion_tokens")) or _int(self.timings.get("predicted_n"))
         prompt = _int(self.usage.get("prompt_tokens")) or _int(self.timings.get("prompt_n"))
         rate = self.timings.get("predicted_per_second")
-        if not isinstance(rate, int | float) or reason == "cancelled":
+        if not isinstance(rate, int | float) or reason == "cancelled" or self.overrun:
             rate = 0.0
             if self.first is not None and self.last is not None and self.count > 1:
                 rate = (self.count - 1) / max(self.last - self.first, 1e-9)
+        counted = reason == "cancelled" or self.overrun
         return DoneEvent(
             finish_reason=reason,
             prompt_tokens=prompt or 0,
-            tokens=self.count if reason == "cancelled" else (tokens or self.count),
+            tokens=self.count if counted else (tokens or self.count),
             ttft_s=(self.first - self.start) if self.first is not None else 0.0,
             tokens_per_s=float(rate),
             stop_detail=detail,
@@ -264,12 +485,53 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+class _Lines:
+    """Lines of a streamed body, each at most `MAX_LINE_BYTES`, read under a deadline."""
+
+    def __init__(self, chunks: Iterator[bytes], watch: _Watch) -> None:
+        self._chunks = chunks
+        self._watch = watch
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no newline
+        self._ended = False
+
+    def readline(self, deadline: float) -> bytes | None:
+        """The next line without its end, or None at the end of the body."""
+        while True:
+            end = self._buffer.find(b"\n", self._scanned)
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                self._scanned = 0
+                return line
+            self._scanned = len(self._buffer)
+            if len(self._buffer) > MAX_LINE_BYTES:
+                raise _TooBig(f"a line longer than {_size(MAX_LINE_BYTES)}")
+            if self._ended:
+                if not self._buffer:
+                    return None
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line
+            with self._watch.phase(deadline, stream=True):
+                chunk = next(self._chunks, None)
+            if chunk is None:
+                self._ended = True
+            else:
+                self._buffer += chunk
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
+
+
 class RemoteEngine:
     """The `Engine` for a model served over HTTP (see engine/base.py for the contract).
 
     `base_url` is the server's OpenAI-compatible address (`http://HOST:PORT/v1`); `load(ref)`
     may point the engine elsewhere. The server owns the model: `LoadConfig` fields (context
-    size, threads, GPU layers) are the server's command-line options, not ours.
+    size, threads, GPU layers) are the server's command-line options, not ours. `network`
+    holds the timeouts (the settings file's `[network]` table).
     """
 
     def __init__(
@@ -278,22 +540,19 @@ class RemoteEngine:
         model: str | None = None,
         api_key: str | None = None,
         *,
-        timeout: float = 300.0,
-        connect_timeout: float = 10.0,
+        network: NetworkSettings | None = None,
     ) -> None:
         self._target = _Target.from_url(base_url)
         self._model = model
         self._api_key = api_key
-        self._timeout = timeout
-        self._connect_timeout = connect_timeout
+        self._net = network or NetworkSettings()
         self._info: LoadInfo | None = None
         self._seed = -1
         self._busy = threading.Lock()
         self._cancel = threading.Event()
-        self._sock_lock = threading.Lock()
-        # The running stream's socket. Kept apart from its HTTPConnection, which drops its
-        # reference once a response that ends with the connection (no keep-alive) arrives.
-        self._sock: socket.socket | None = None
+        self._watch = _Watch(self._cancel)
+        self._client_lock = threading.Lock()
+        self._http: httpx2.Client | None = None
         self._logs: collections.deque[str] = collections.deque(maxlen=1000)
         # Learned from the server as we go (None: not asked yet).
         self._minimal: bool = False  # it rejected llama.cpp's sampling fields or logprobs
@@ -312,6 +571,13 @@ class RemoteEngine:
     def model(self) -> str | None:
         return self._model
 
+    def _client(self) -> httpx2.Client:
+        """The pooled client, made on first use (and again after `close()`)."""
+        with self._client_lock:
+            if self._http is None:
+                self._http = _make_client(self._net, self._watch)
+            return self._http
+
     def _log(self, line: str) -> None:
         self._logs.append(f"{time.strftime('%H:%M:%S')} {line}")
 
@@ -323,38 +589,95 @@ class RemoteEngine:
             headers["Authorization"] = f"Bearer {self._api_key}"
         return headers
 
-    def _network_error(self, exc: BaseException, path: str) -> EngineError:
-        url = self._target.url
-        if isinstance(exc, ConnectionRefusedError):
+    def _network_error(
+        self, exc: BaseException, path: str, waiting: Waiting = "headers"
+    ) -> EngineError:
+        url, net = self._target.url, self._net
+        root = _root_cause(exc)
+        proxy = self._target.proxy()
+        if isinstance(exc, httpx2.ConnectTimeout):
+            where = f"through the proxy {proxy} " if proxy else ""
+            return EngineError(
+                f"the server at {url} did not accept a connection {where}within "
+                f"{net.connect_timeout:g} s: check that it is running and reachable "
+                "(network.connect_timeout in settings sets the wait)"
+            )
+        if isinstance(exc, httpx2.TimeoutException):
+            return EngineError(self._timeout_message(path, waiting))
+        if isinstance(exc, httpx2.ProxyError) or (proxy and isinstance(exc, httpx2.ConnectError)):
+            return EngineError(
+                f"the proxy {proxy} did not get through to {url} ({_clean(root)}): "
+                "check HTTPS_PROXY/HTTP_PROXY, or list the host in NO_PROXY to go direct"
+            )
+        if isinstance(root, ConnectionRefusedError):
             return EngineError(
                 f"no server answers at {url}: start llama-server there or check the address"
             )
-        if isinstance(exc, socket.gaierror):
+        if isinstance(root, socket.gaierror):
             return EngineError(
                 f"cannot find the host {self._target.host!r} of {url}: check the address"
             )
-        if isinstance(exc, TimeoutError):
+        if isinstance(root, ssl.SSLCertVerificationError):
             return EngineError(
-                f"the server at {url} did not answer {path} in time: check that it is running, "
-                "reachable and not overloaded"
+                f"the server at {url} has a certificate this computer does not trust "
+                f"({root.verify_message or root.reason}): add its certificate authority to "
+                "the system's trust store, or set SSL_CERT_FILE to a file that holds it"
             )
-        if isinstance(exc, ssl.SSLError):
+        if isinstance(root, ssl.SSLError):
             return EngineError(
-                f"a secure connection to {url} failed ({exc.reason or exc}): check the address "
-                "(http:// or https://?)"
+                f"a secure connection to {url} failed ({root.reason or root}): check the "
+                "address (http:// or https://?)"
             )
-        if isinstance(
-            exc,
-            http.client.HTTPException
-            | ConnectionResetError
-            | BrokenPipeError
-            | ConnectionAbortedError,
+        if waiting == "headers" and isinstance(
+            exc, httpx2.RemoteProtocolError | httpx2.ReadError | httpx2.WriteError
         ):
             return EngineError(
                 f"{url} did not answer {path} like an HTTP server ({type(exc).__name__}): "
                 "check the address and port (llama-server listens on 8080 by default)"
             )
-        return EngineError(f"the connection to {url} failed ({exc}): check the address")
+        if isinstance(exc, httpx2.DecodingError):
+            return EngineError(
+                f"the server at {url} sent an answer to {path} that cannot be decoded "
+                f"({_clean(exc)}): is it an OpenAI-compatible server? Check the address"
+            )
+        if isinstance(exc, httpx2.TransportError):
+            return EngineError(
+                f"the connection to {url} broke ({_clean(root)}): check that the "
+                "server is still running and the network is up"
+            )
+        return EngineError(f"the connection to {url} failed ({_clean(exc)}): check the address")
+
+    def _timeout_message(self, path: str, waiting: Waiting) -> str:
+        url, net = self._target.url, self._net
+        if waiting == "headers":
+            return (
+                f"the server at {url} did not start answering {path} within "
+                f"{net.first_byte_timeout:g} s: it may be overloaded or still loading its "
+                "model; try again, or raise network.first_byte_timeout in settings"
+            )
+        if waiting == "first token":
+            return (
+                f"the server at {url} sent no token within {net.first_byte_timeout:g} s: it "
+                "may be busy or evaluating a very long prompt; try again, or raise "
+                "network.first_byte_timeout in settings"
+            )
+        if waiting == "next token":
+            return (
+                f"the server at {url} sent no token for {net.read_timeout:g} s in the middle "
+                "of its reply: check that it is still running, or raise network.read_timeout "
+                "in settings if it is just slow"
+            )
+        return (
+            f"the server at {url} did not finish its answer to {path} within "
+            f"{net.read_timeout:g} s: check that it is still running, or raise "
+            "network.read_timeout in settings if it is just slow"
+        )
+
+    def _too_big(self, what: str, path: str) -> EngineError:
+        return EngineError(
+            f"the server at {self._target.url} sent {what} in its answer to {path}; localbvi "
+            "stopped reading: is it an OpenAI-compatible server? Check the address"
+        )
 
     def _status_error(self, status: int, body: bytes, path: str) -> EngineError:
         url, text = self._target.url, _error_text(body)
@@ -370,6 +693,13 @@ class RemoteEngine:
                 "server? llama-server answers at http://HOST:PORT/v1",
                 status,
             )
+        if status == 407:
+            return _HTTPStatusError(
+                f"the proxy {self._target.proxy() or ''} wants a login (HTTP 407) to reach "
+                f"{url}: put the user and password in the proxy URL "
+                "(http://USER:PASS@PROXY:PORT), or list the host in NO_PROXY",
+                status,
+            )
         if status == 503:
             return _HTTPStatusError(
                 f"the server at {url} is not ready (HTTP 503: {text}): it may still be loading "
@@ -382,68 +712,63 @@ class RemoteEngine:
             f"the server at {url} refused {path} (HTTP {status}: {text})", status
         )
 
-    def _open(
-        self,
-        method: str,
-        path: str,
-        payload: object | None,
-        timeout: float,
-        *,
-        stream: bool = False,
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Send a request; a stream's connection is registered so that cancel() can cut it."""
-        conn = self._target.connect(self._connect_timeout)
+    def _send(
+        self, method: str, path: str, payload: object | None, *, stream: bool = False
+    ) -> httpx2.Response:
+        """Send a request and wait for the answer's headers (at most `first_byte_timeout`).
+
+        The body is left unread. A stream's socket is registered so that cancel() can cut it.
+        """
         body = json.dumps(payload).encode() if payload is not None else None
+        client = self._client()
         started = time.monotonic()
         try:
-            conn.connect()
-            assert conn.sock is not None
-            conn.sock.settimeout(timeout)
-            if stream:
-                with self._sock_lock:
-                    self._sock = conn.sock
-                if self._cancel.is_set():  # cancelled while connecting
-                    self._forget(conn, stream=True)
-                    raise _Cancelled
-            conn.request(method, path, body=body, headers=self._headers(body is not None))
-            resp = conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            self._forget(conn, stream=stream)
+            request = client.build_request(
+                method, self._target.full(path), content=body, headers=self._headers(bool(body))
+            )
+            with self._watch.phase(started + self._net.first_byte_timeout, stream=stream):
+                resp = client.send(request, stream=True)
+        except (httpx2.HTTPError, httpx2.InvalidURL, OSError) as exc:
             if stream and self._cancel.is_set():
                 raise _Cancelled from None
             self._log(f"{method} {path} failed: {exc!r}")
             raise self._network_error(exc, path) from None
-        self._log(f"{method} {path} → {resp.status} ({time.monotonic() - started:.2f} s)")
-        return conn, resp
+        self._log(f"{method} {path} → {resp.status_code} ({time.monotonic() - started:.2f} s)")
+        return resp
 
-    def _forget(
-        self,
-        conn: http.client.HTTPConnection,
-        resp: http.client.HTTPResponse | None = None,
-        *,
-        stream: bool = False,
-    ) -> None:
-        """Close a request's connection (and response); a stream's socket is unregistered."""
-        if stream:
-            with self._sock_lock:
-                self._sock = None
-        if resp is not None:
-            resp.close()
-        conn.close()
-
-    def _request_json(
-        self, method: str, path: str, payload: object | None = None, *, timeout: float = 30.0
-    ) -> Any:
-        """One whole request/response; a non-2xx status or a non-JSON body raises."""
-        conn, resp = self._open(method, path, payload, timeout)
+    def _read_body(self, resp: httpx2.Response, path: str, *, stream: bool = False) -> bytes:
+        """A whole body, at most `MAX_BODY_BYTES`, within `read_timeout` (raises EngineError)."""
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise self._too_big(f"more than {_size(MAX_BODY_BYTES)}", path)
+        deadline = time.monotonic() + self._net.read_timeout
+        chunks: list[bytes] = []
+        size = 0
+        pieces = resp.iter_bytes()
         try:
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise self._network_error(exc, path) from None
+            while True:
+                with self._watch.phase(deadline, stream=stream):
+                    chunk = next(pieces, None)
+                if chunk is None:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise self._too_big(f"more than {_size(MAX_BODY_BYTES)}", path)
+                chunks.append(chunk)
+        except (httpx2.HTTPError, OSError) as exc:
+            if stream and self._cancel.is_set():
+                raise _Cancelled from None
+            raise self._network_error(exc, path, "body") from None
+
+    def _request_json(self, method: str, path: str, payload: object | None = None) -> Any:
+        """One whole request/response; a non-2xx status or a non-JSON body raises."""
+        resp = self._send(method, path, payload)
+        try:
+            body = self._read_body(resp, path)
         finally:
-            self._forget(conn, resp)
-        if not 200 <= resp.status < 300:
-            raise self._status_error(resp.status, body, path)
+            resp.close()
+        if not 200 <= resp.status_code < 300:
+            raise self._status_error(resp.status_code, body, path)
         try:
             return json.loads(body)
         except ValueError:
@@ -468,7 +793,7 @@ class RemoteEngine:
         self._target, self._model = target, model
         started = time.monotonic()
         try:
-            listing = self._request_json("GET", target.api("models"), timeout=30.0)
+            listing = self._request_json("GET", target.api("models"))
             models = self._model_ids(listing)
         except EngineError as exc:
             self._target, self._model = previous
@@ -536,7 +861,7 @@ class RemoteEngine:
     def _props(self) -> dict[str, Any]:
         """llama-server's `/props` (context size, chat template, special tokens), if offered."""
         try:
-            props = self._request_json("GET", self._target.root("props"), timeout=10.0)
+            props = self._request_json("GET", self._target.root("props"))
         except EngineError:
             return {}
         return props if isinstance(props, dict) else {}
@@ -547,7 +872,12 @@ class RemoteEngine:
         self._info = None
 
     def close(self) -> None:
+        """Forget the server and close the pooled connections (a later load opens new ones)."""
         self.unload()
+        with self._client_lock:
+            client, self._http = self._http, None
+        if client is not None:
+            client.close()
 
     # --- generation ----------------------------------------------------------------------
 
@@ -598,27 +928,25 @@ class RemoteEngine:
             payload["n_probs"] = s.top_probs
         return payload
 
-    def _start(
-        self, endpoint: str, base: dict[str, Any], sampling: Sampling
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _start(self, endpoint: str, base: dict[str, Any], sampling: Sampling) -> httpx2.Response:
         """Open the stream; once, fall back to plain OpenAI fields if the server balks."""
         path = self._target.api(endpoint)
         while True:
             minimal = self._minimal
             payload = self._payload(endpoint, base, sampling, minimal)
-            conn, resp = self._open("POST", path, payload, self._timeout, stream=True)
-            if 200 <= resp.status < 300:
-                return conn, resp
+            resp = self._send("POST", path, payload, stream=True)
+            if 200 <= resp.status_code < 300:
+                return resp
             try:
-                body = resp.read()
-            except (OSError, http.client.HTTPException):
+                body = self._read_body(resp, path, stream=True)
+            except EngineError:
                 body = b""
             finally:
-                self._forget(conn, resp, stream=True)
-            error = self._status_error(resp.status, body, path)
+                resp.close()
+            error = self._status_error(resp.status_code, body, path)
             retry = (
                 not minimal
-                and resp.status in (400, 422, 500)
+                and resp.status_code in (400, 422, 500)
                 and not isinstance(error, ContextOverflowError)
             )
             if not retry:
@@ -633,46 +961,44 @@ class RemoteEngine:
         if not self._busy.acquire(blocking=False):
             raise EngineError("the model is already generating: wait or cancel it first")
         self._cancel.clear()
-        conn: http.client.HTTPConnection | None = None
-        resp: http.client.HTTPResponse | None = None
+        resp: httpx2.Response | None = None
         state = _StreamState(time.monotonic())
         try:
             try:
-                conn, resp = self._start(endpoint, base, sampling)
+                resp = self._start(endpoint, base, sampling)
             except _Cancelled:
                 yield state.done("cancelled", "cancelled")
                 return
-            content_type = resp.getheader("Content-Type", "")
+            content_type = resp.headers.get("Content-Type", "")
             if "text/event-stream" not in content_type:
                 yield from self._whole_answer(resp, endpoint, state, sampling)
                 return
             yield from self._read_events(resp, endpoint, state, sampling)
         finally:
-            if conn is not None:
-                self._forget(conn, resp, stream=True)
+            if resp is not None:
+                resp.close()  # an unfinished stream's connection is dropped, not reused
             self._busy.release()
 
     def _garbage(self, what: str) -> EngineError:
         return EngineError(
             f"the server at {self._target.url} streamed something that is not an OpenAI "
-            f"answer ({what[:80]!r}): is it an OpenAI-compatible server? Check the address"
+            f"answer ({_clean(what, 80)!r}): is it an OpenAI-compatible server? "
+            "Check the address"
         )
 
     def _whole_answer(
         self,
-        resp: http.client.HTTPResponse,
+        resp: httpx2.Response,
         endpoint: str,
         state: _StreamState,
         sampling: Sampling,
     ) -> Iterator[Event]:
         """A server that ignored `stream: true` and sent one JSON answer: emit it as one piece."""
         try:
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            if self._cancel.is_set():
-                yield state.done("cancelled", "cancelled")
-                return
-            raise self._network_error(exc, endpoint) from None
+            body = self._read_body(resp, self._target.api(endpoint), stream=True)
+        except _Cancelled:
+            yield state.done("cancelled", "cancelled")
+            return
         try:
             chunk = json.loads(body)
         except ValueError:
@@ -683,37 +1009,67 @@ class RemoteEngine:
             if isinstance(choice, dict) and "message" in choice and "delta" not in choice:
                 choice["delta"] = choice["message"]
         yield from self._chunk_events(chunk, state, sampling)
+        if state.overrun:
+            yield self._cut_off(state)
+            return
         yield self._finish(state, endpoint)
+
+    def _deadline(self, state: _StreamState) -> float:
+        """The first token must come within first_byte_timeout, each next within read_timeout.
+
+        Only tokens move it: pings, empty events and stray fields cannot keep a stream alive.
+        """
+        if state.last is None:
+            return state.start + self._net.first_byte_timeout
+        return state.last + self._net.read_timeout
+
+    def _cut_off(self, state: _StreamState) -> DoneEvent:
+        self._log(f"the server went on past max_tokens ({state.count}); stopped reading")
+        return state.done("length", "max tokens")
 
     def _read_events(
         self,
-        resp: http.client.HTTPResponse,
+        resp: httpx2.Response,
         endpoint: str,
         state: _StreamState,
         sampling: Sampling,
     ) -> Iterator[Event]:
+        path = self._target.api(endpoint)
+        lines = _Lines(resp.iter_bytes(), self._watch)
         data_lines: list[str] = []
+        data_size = 0
         while True:
             if self._cancel.is_set():
                 yield state.done("cancelled", "cancelled")
                 return
             try:
-                raw = resp.readline(1 << 24)
-            except (OSError, http.client.HTTPException) as exc:
+                raw = lines.readline(self._deadline(state))
+            except _TooBig as exc:
+                error = self._too_big(str(exc), path)
+                if state.count == 0:
+                    raise error from None
+                yield state.done("error", "error", str(error))
+                return
+            except (httpx2.HTTPError, OSError) as exc:
                 if self._cancel.is_set():
                     yield state.done("cancelled", "cancelled")
                     return
-                error = self._network_error(exc, self._target.api(endpoint))
+                waiting: Waiting = "first token" if state.count == 0 else "next token"
+                error = self._network_error(exc, path, waiting)
+                self._log(f"the stream of {path} failed: {exc!r}")
                 if state.count == 0:
                     raise error from None
                 yield state.done("error", "error", f"the stream broke: {error}")
                 return
-            if not raw:  # end of stream
+            if raw is None:  # end of stream
                 if self._cancel.is_set():
                     yield state.done("cancelled", "cancelled")
                     return
                 if data_lines:
                     result = yield from self._dispatch("\n".join(data_lines), state, sampling)
+                    if state.overrun:
+                        yield self._cut_off(state)
+                        return
                     if result == "end":
                         break
                 if state.finish is None:
@@ -729,11 +1085,14 @@ class RemoteEngine:
                     yield state.done("error", "error", message)
                     return
                 break
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            line = raw.decode("utf-8", "replace").rstrip("\r")
             if line == "":
                 if data_lines:
                     result = yield from self._dispatch("\n".join(data_lines), state, sampling)
-                    data_lines = []
+                    data_lines, data_size = [], 0
+                    if state.overrun:
+                        yield self._cut_off(state)
+                        return
                     if result == "end":
                         break
                 continue
@@ -742,6 +1101,13 @@ class RemoteEngine:
             field, _, value = line.partition(":")
             value = value[1:] if value.startswith(" ") else value
             if field == "data":
+                data_size += len(value) + 1
+                if data_size > MAX_EVENT_BYTES:
+                    error = self._too_big(f"an event larger than {_size(MAX_EVENT_BYTES)}", path)
+                    if state.count == 0:
+                        raise error
+                    yield state.done("error", "error", str(error))
+                    return
                 data_lines.append(value)
             elif field == "error":  # llama-server reports failures mid-stream this way
                 message = f"the server failed: {_error_text(value.encode())}"
@@ -787,18 +1153,20 @@ class RemoteEngine:
         else:
             text = choice.get("text")
         text = text if isinstance(text, str) else ""
+        limit = sampling.max_tokens if sampling.max_tokens > 0 else None
         if text:
-            limit = sampling.top_probs
-            pieces = _logprob_tokens(choice.get("logprobs"), limit) if limit > 0 else []
-            if pieces and "".join(p[0] for p in pieces) == text:
-                for piece, token_id, alternatives in pieces:
-                    state.token()
-                    yield TokenEvent(text=piece, id=token_id, alternatives=alternatives)
-            else:
+            top = sampling.top_probs
+            pieces = _logprob_tokens(choice.get("logprobs"), top) if top > 0 else []
+            if not (pieces and "".join(p[0] for p in pieces) == text):
                 token_id = pieces[0][1] if len(pieces) == 1 else -1
                 alternatives = pieces[0][2] if len(pieces) == 1 else ()
+                pieces = [(text, token_id, alternatives)]
+            for piece, token_id, alternatives in pieces:
+                if limit is not None and state.count >= limit:
+                    state.overrun = True  # the server ignores max_tokens: stop here
+                    return
                 state.token()
-                yield TokenEvent(text=text, id=token_id, alternatives=alternatives)
+                yield TokenEvent(text=piece, id=token_id, alternatives=alternatives)
         finish = choice.get("finish_reason")
         if isinstance(finish, str) and finish:
             state.finish = finish
@@ -817,16 +1185,12 @@ class RemoteEngine:
                 "the server ended the stream without saying why (llama_cpp.server does this "
                 "when another request interrupts this one)",
             )
-        return state.done("stop", f"the server stopped: {finish}")
+        return state.done("stop", f"the server stopped: {shorten(_clean(finish), 80)}")
 
     def cancel(self) -> None:
         """Stop the running generation from any thread: the stream's socket is shut down."""
         self._cancel.set()
-        with self._sock_lock:
-            sock = self._sock
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already closed
-                sock.shutdown(socket.SHUT_RDWR)
+        self._watch.cut()
 
     # --- template and tokens -------------------------------------------------------------
 

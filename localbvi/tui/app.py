@@ -494,7 +494,7 @@ class LocalbviApp(App[int]):
         api_key = (server.api_key() if server else None) or os.environ.get("LOCALBVI_API_KEY")
         try:
             base_url, model = parse_remote_ref(target)
-            remote = RemoteEngine(base_url, model, api_key or None)
+            remote = RemoteEngine(base_url, model, api_key or None, network=self.settings.network)
             info = remote.load(target, load_config(self.settings))
         except Exception as exc:
             error = str(exc) if isinstance(exc, LocalbviError) else _internal(exc)
