@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 import sys
 from collections import Counter
@@ -38,7 +39,21 @@ _MAGIC = b"GGUF"
 _SUPPORTED_VERSIONS = (2, 3)
 _DEFAULT_ALIGNMENT = 32
 _MAX_DIMS = 4  # GGML_MAX_DIMS: llama.cpp refuses tensors with more
-_MAX_LAYERS = 65536  # beyond any real model: a larger block_count is treated as unknown
+_MAX_LAYERS = 65536  # beyond any real model: a larger block_count is corrupt
+
+# Caps on what a header may make this reader hold or walk, far above any real model (a
+# 262k-token vocabulary, a few thousand tensors, ~50 keys, a 50 kB chat template). A file
+# within its own length can still claim absurd amounts: a sparse 64 GB file holds 2.6 billion
+# minimal tensor entries. Each cap keeps the reader under ~250 MB and a few seconds.
+_MAX_KVS = 1 << 16
+_MAX_TENSORS = 1 << 18
+_MAX_KEY_BYTES = 65535  # the GGUF spec's limit
+_MAX_TENSOR_NAME_BYTES = 63  # llama.cpp's GGML_MAX_NAME (64) counts the terminating NUL
+_MAX_STRING_BYTES = 16 * 1024 * 1024  # one metadata string (a chat template is ~2-50 kB)
+_MAX_TEXT_TOTAL = 32 * 1024 * 1024  # every metadata string together
+_MAX_ARRAY_STRINGS = 1 << 23  # elements of all string arrays together: each one is a hop
+_MAX_SMALL_ARRAY_VALUES = 1 << 16  # numbers kept from small arrays, all keys together
+_MAX_TOKEN_BYTES = 1024  # the BOS/EOS token texts (real ones are a few bytes)
 
 # Metadata value types (gguf_type): id -> (name, struct format or None, size in bytes).
 _UINT8, _INT8, _UINT16, _INT16, _UINT32, _INT32, _FLOAT32, _BOOL = range(8)
@@ -346,10 +361,16 @@ def inspect_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
     """Read a GGUF file's header and derive what a user needs to know; raise `GGUFError`."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        _check_regular(os.stat(p).st_mode, p)  # before opening: a FIFO would block open()
+        # O_NONBLOCK: should the path become a FIFO in between, open() returns at once and
+        # the check on the opened file refuses it.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            _check_regular(st.st_mode, p)
+            size = st.st_size
             if size < 4:
-                _check_magic(f.read(), p)
+                _check_magic(f.read(4), p)
             # A map, not reads: only the header's pages are touched, and nothing is allocated
             # for sizes the file merely claims. (A file truncated by another process *while*
             # it is mapped could fault; model files are not written while being inspected.)
@@ -367,6 +388,23 @@ def inspect_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
         raise GGUFError(f"{p}: permission denied") from None
     except (OSError, ValueError) as e:
         raise GGUFError(f"{p}: cannot read the file ({e})") from None
+
+
+def _check_regular(mode: int, path: Path) -> None:
+    """Refuse what is not a regular file: reading a FIFO or a device never ends."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        what = "a folder"
+    elif stat.S_ISFIFO(mode):
+        what = "a named pipe (FIFO)"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        what = "a device"
+    elif stat.S_ISSOCK(mode):
+        what = "a socket"
+    else:
+        what = "a special file"
+    raise GGUFError(f"{path}: is {what}, not a GGUF file; give the path of a .gguf model file")
 
 
 def _check_magic(head: bytes, path: Path) -> None:
@@ -405,6 +443,10 @@ class _Parser:
         self.per_layer: dict[str, tuple[int | float, ...]] = {}
         # u64 views of the file at each byte phase (see `_hop`); native order must be little.
         self.words: list[memoryview[int]] | None = None
+        # What the caps (_MAX_TEXT_TOTAL & co.) allow still, counted down as the header is read.
+        self.text_left = _MAX_TEXT_TOTAL
+        self.strings_left = _MAX_ARRAY_STRINGS
+        self.values_left = _MAX_SMALL_ARRAY_VALUES
 
     def release(self) -> None:
         """Drop the memoryviews: the map cannot close while they exist."""
@@ -437,7 +479,7 @@ class _Parser:
         self.pos += 8
         return int(v)
 
-    def _string(self, what: str) -> str:
+    def _string(self, what: str, limit: int = _MAX_STRING_BYTES) -> str:
         start = self.pos
         n = self._u64(f"the length of {what}")
         left = self.size - self.pos
@@ -446,9 +488,28 @@ class _Parser:
                 f"{self.path}: truncated or corrupt: {what} at offset {start} claims "
                 f"{_count(n)} bytes but the file has {left} left"
             )
+        if n > limit:
+            raise GGUFError(
+                f"{self.path}: corrupt: {what} at offset {start} is {format_size(n)} long "
+                f"(at most {format_size(limit)} makes sense)"
+            )
+        if n > self.text_left:
+            raise GGUFError(
+                f"{self.path}: corrupt: the header's texts add up to more than "
+                f"{format_size(_MAX_TEXT_TOTAL)} ({what} at offset {start})"
+            )
+        self.text_left -= n
         raw = self.buf[self.pos : self.pos + n]
         self.pos += n
         return raw.decode("utf-8", errors="replace")
+
+    def _bound_claim(self, count: int, cap: int, what: str, at: int) -> None:
+        """A count within the file's length but beyond what any model has: refused."""
+        if count > cap:
+            raise GGUFError(
+                f"{self.path}: corrupt: {what} at offset {at} claims {_count(count)} entries "
+                f"(more than the {cap:,} any model could need)"
+            )
 
     def _bound_count(self, count: int, each: int, what: str, at: int) -> None:
         left = self.size - self.pos
@@ -476,11 +537,13 @@ class _Parser:
         n_kv = self._u64("the metadata count")
         self._bound_count(n_tensors, _MIN_TENSOR_INFO_BYTES, "the tensor count", at)
         self._bound_count(n_kv, _MIN_KV_BYTES, "the metadata count", at + 8)
+        self._bound_claim(n_tensors, _MAX_TENSORS, "the tensor count", at)
+        self._bound_claim(n_kv, _MAX_KVS, "the metadata count", at + 8)
 
         metadata: dict[str, object] = {}
         for i in range(n_kv):
             key_at = self.pos
-            key = self._string(f"metadata key #{i}")
+            key = self._string(f"metadata key #{i}", _MAX_KEY_BYTES)
             if key in metadata:
                 raise GGUFError(
                     f"{self.path}: corrupt: metadata key {key!r} appears twice (offset {key_at})"
@@ -522,6 +585,13 @@ class _Parser:
         what = f"array {key!r}"
         if etype == _STRING:
             self._bound_count(count, _MIN_STRING_BYTES, what, count_at)
+            if count > self.strings_left:
+                raise GGUFError(
+                    f"{self.path}: corrupt: {what} at offset {count_at} claims {_count(count)} "
+                    f"strings; with the arrays before it, more than the "
+                    f"{_MAX_ARRAY_STRINGS:,} any model could need"
+                )
+            self.strings_left -= count
             self._skip_strings(key, count)
         elif etype == _ARRAY:
             # llama.cpp refuses them too; recursing would let a file nest arrays 80k deep.
@@ -532,9 +602,10 @@ class _Parser:
         elif etype in _VALUE_TYPES:
             _, fmt, each = _VALUE_TYPES[etype]
             self._bound_count(count, each, what, count_at)
-            if count <= _SMALL_ARRAY and etype != _BOOL:
+            if count <= min(_SMALL_ARRAY, self.values_left) and etype != _BOOL:
                 values = struct.unpack_from(f"<{count}{fmt}", self.buf, self.pos)
                 self.per_layer[key] = tuple(values)
+                self.values_left -= count
             self.pos += count * each
         else:
             raise GGUFError(
@@ -599,7 +670,15 @@ class _Parser:
         block = max(i for i, c in enumerate(checkpoints) if c <= self.size)
         self.pos = checkpoints[block]
         for index in range(block * _CHECKPOINT_EVERY, count):
-            self._string(f"element {index} of {key!r}")
+            what = f"element {index} of {key!r}"
+            start = self.pos
+            n = self._u64(f"the length of {what}")
+            if n > self.size - self.pos:
+                raise GGUFError(
+                    f"{self.path}: truncated or corrupt: {what} at offset {start} claims "
+                    f"{_count(n)} bytes but the file has {self.size - self.pos} left"
+                )
+            self.pos += n
         raise GGUFError(f"{self.path}: truncated or corrupt: array {key!r} overruns the file")
 
     def _token_text(self, token_id: int | None) -> str | None:
@@ -613,11 +692,16 @@ class _Parser:
         for _ in range(token_id % _CHECKPOINT_EVERY):
             pos += 8 + _U64.unpack_from(self.buf, pos)[0]
         (n,) = _U64.unpack_from(self.buf, pos)
+        if n > _MAX_TOKEN_BYTES:
+            raise GGUFError(
+                f"{self.path}: corrupt: the text of token {token_id} (a BOS or EOS token) is "
+                f"{format_size(n)} long"
+            )
         return self.buf[pos + 8 : pos + 8 + n].decode("utf-8", errors="replace")
 
     def _tensor_info(self, i: int) -> tuple[str, tuple[int, ...], int, int, int]:
         at = self.pos
-        name = self._string(f"the name of tensor #{i}")
+        name = self._string(f"the name of tensor #{i}", _MAX_TENSOR_NAME_BYTES)
         n_dims = self._u32(f"the dimension count of tensor {name!r}")
         if n_dims > _MAX_DIMS:
             raise GGUFError(
@@ -682,8 +766,10 @@ class _Parser:
         arch = _str(metadata.get("general.architecture")) or "unknown"
 
         def hp(name: str) -> int | None:
-            return _int(metadata.get(f"{arch}.{name}"))
+            return self._hyperparameter(metadata, arch, name)
 
+        for name in _HYPERPARAMETERS:
+            hp(name)  # every one checked, whether or not this file's facts need it
         n_layers = hp("block_count")
         embd = hp("embedding_length")
         bos_id = _int(metadata.get("tokenizer.ggml.bos_token_id"))
@@ -714,6 +800,18 @@ class _Parser:
             data_offset=data_offset,
         )
 
+    def _hyperparameter(self, metadata: dict[str, object], arch: str, name: str) -> int | None:
+        """`{arch}.{name}` if it is an integer; GGUFError if it is one no model could have."""
+        key = f"{arch}.{name}"
+        value = _int(metadata.get(key))
+        low, high, meaning = _HYPERPARAMETERS[name]
+        if value is not None and not low <= value <= high:
+            raise GGUFError(
+                f"{self.path}: corrupt: {key} is {value:,}, but {meaning} is between "
+                f"{low:,} and {high:,} (a damaged file?)"
+            )
+        return value
+
     def _kv_bytes_per_token(
         self, metadata: dict[str, object], arch: str, n_layers: int | None, embd: int | None
     ) -> int | None:
@@ -726,8 +824,8 @@ class _Parser:
             kv_heads = heads  # no grouped-query attention: one KV head per query head
         if kv_heads is None:
             return None
-        k_len = _int(metadata.get(f"{arch}.attention.key_length"))
-        v_len = _int(metadata.get(f"{arch}.attention.value_length"))
+        k_len = self._hyperparameter(metadata, arch, "attention.key_length")
+        v_len = self._hyperparameter(metadata, arch, "attention.value_length")
         total = 0
         for layer in range(n_layers):
             head_dim = 0
@@ -748,6 +846,20 @@ class _Parser:
         values = [scalar] * n_layers if scalar is not None else self.per_layer.get(key, ())
         ints = [v for v in values if isinstance(v, int) and v >= 0]
         return ints if len(ints) == n_layers else None
+
+
+# Header hyperparameters a user sees or the RAM estimate uses: (lowest, highest, what it is).
+# Outside these bounds the value is damage, not a model (llama.cpp reads most as uint32).
+_HYPERPARAMETERS: dict[str, tuple[int, int, str]] = {
+    "context_length": (1, 1 << 32, "a training context length in tokens"),
+    "block_count": (0, _MAX_LAYERS, "a layer count"),
+    "embedding_length": (0, 1 << 20, "an embedding width"),
+    "vocab_size": (0, 1 << 31, "a vocabulary size"),
+    "attention.head_count": (0, 1 << 16, "an attention head count"),
+    "attention.head_count_kv": (0, 1 << 16, "a KV head count"),
+    "attention.key_length": (0, 1 << 20, "a key width"),
+    "attention.value_length": (0, 1 << 20, "a value width"),
+}
 
 
 def _version_problem(version: int) -> str:
