@@ -34,6 +34,8 @@ from localbvi.engine.types import (
     Sampling,
     Token,
     TokenEvent,
+    TokenScore,
+    VocabInfo,
 )
 from localbvi.errors import EngineCrashedError, EngineError, ModelLoadError
 
@@ -349,6 +351,43 @@ class LocalEngine:
 
     def tokenize(self, text: str) -> list[Token]:
         result: list[Token] = self._call("tokenize", text)
+        return result
+
+    def score(
+        self,
+        prompt: Sequence[int],
+        answer: Sequence[int],
+        top_k: int = 10,
+        wanted: Sequence[Sequence[int]] = (),
+    ) -> list[TokenScore]:
+        """Rank and probability of each `answer` token after `prompt` (see worker.score)."""
+        result: list[TokenScore] = self._call(
+            "score", list(prompt), list(answer), top_k, [list(w) for w in wanted]
+        )
+        return result
+
+    def prime(self, prefix: str) -> tuple[int, str]:
+        """Have the model's KV cache hold `prefix` before a request that starts with it.
+
+        Restored from the prefix cache on disk when an earlier run saved it (a long in-context
+        preamble then costs a file read, not an evaluation), else evaluated and saved. Returns
+        (prefix tokens, "memory" | "disk" | "built").
+        """
+        from localbvi.engine import prefix_cache
+
+        info = self._info
+        path = prefix_cache.path_for(info, prefix) if info is not None else None
+        result: tuple[int, str] = self._call("prime", prefix, str(path) if path else None)
+        if path is not None and result[1] == "built":
+            prefix_cache.evict()
+        elif path is not None and result[1] == "disk":
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: evicted last
+        return result
+
+    def vocab(self) -> VocabInfo:
+        """The loaded model's vocabulary in brief (tokenizer, size, hash)."""
+        result: VocabInfo = self._call("vocab")
         return result
 
     def complete(

@@ -24,6 +24,8 @@ __all__ = [
     "Sampling",
     "Token",
     "TokenEvent",
+    "TokenScore",
+    "VocabInfo",
 ]
 
 Role = Literal["system", "user", "assistant"]
@@ -135,6 +137,34 @@ class Alternative:
     text: str
     id: int
     prob: float
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """How likely a model finds a given token at its position (teacher forcing)."""
+
+    id: int
+    text: str
+    rank: int
+    """1 when the model's own first choice, 2 its second…"""
+    prob: float
+    alternatives: tuple[Alternative, ...] = ()
+    """The model's own most likely tokens there, most likely first."""
+    wanted: tuple[tuple[int, float], ...] = ()
+    """(id, probability) for the ids the caller asked about (another model's candidates)."""
+
+
+@dataclass(frozen=True)
+class VocabInfo:
+    """A model's vocabulary in brief: two models can be compared token by token only if
+    these are equal."""
+
+    tokenizer: str
+    n_tokens: int
+    sha256: str
+
+    def __str__(self) -> str:
+        return f"{self.tokenizer} vocabulary of {self.n_tokens:,} tokens (hash {self.sha256})"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
+import math
 import os
 import pickle
 import queue
@@ -37,6 +38,8 @@ from localbvi.engine.types import (
     Sampling,
     Token,
     TokenEvent,
+    TokenScore,
+    VocabInfo,
 )
 from localbvi.errors import ContextOverflowError, LocalbviError, ModelLoadError, TemplateError
 
@@ -50,6 +53,7 @@ END_OF_TURN_TEXTS = frozenset(
 
 
 _PROB_WINDOW = 25.0  # logits further below the maximum than this are negligible (< e^-25)
+_SCORE_CHUNK = 32  # answer positions whose logits are kept per decode (32 MiB at 262k vocab)
 
 
 def default_threads() -> int:
@@ -350,6 +354,171 @@ class _Worker:
                 yield TokenEvent(text=rest, id=-1)
         yield self._done(finish, detail, prompt, n, started, first_at)
 
+    def score(
+        self,
+        prompt: Sequence[int],
+        answer: Sequence[int],
+        top_k: int,
+        wanted: Sequence[Sequence[int]] = (),
+    ) -> list[TokenScore]:
+        """How likely this model finds each token of `answer` after `prompt` (teacher forcing).
+
+        For answer token i: its rank and probability in the model's next-token distribution
+        given prompt + answer[:i], the model's own top-k there, and the probabilities of the
+        ids in `wanted[i]` (another model's candidates, for a KL divergence). One pass of
+        prompt evaluation with logits kept only at answer positions, in chunks of at most
+        `_SCORE_CHUNK` outputs so the logits buffer stays small (a 262k vocabulary is 1 MiB
+        of floats per position), never one request per token.
+        """
+        import llama_cpp
+        import numpy as np
+
+        llm = self.llm
+        n_ctx = llm.n_ctx()
+        total = len(prompt) + len(answer)
+        if not prompt:
+            raise LocalbviError("scoring needs a prompt (at least a BOS token)")
+        if total > n_ctx:
+            raise ContextOverflowError(total, n_ctx)
+        feed = [*prompt, *answer[:-1]]
+        first_out = len(prompt) - 1  # logits here predict answer[0]
+        n_vocab = llm.n_vocab()
+        n_batch = max(1, min(int(llama_cpp.llama_n_batch(llm.ctx)), 512))
+        self._reset_after_abort()
+        batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        results: list[TokenScore] = []
+        try:
+            pos = 0
+            while pos < len(feed):
+                end = min(len(feed), pos + n_batch)
+                if end > first_out:
+                    end = min(end, max(pos, first_out) + _SCORE_CHUNK)
+                outputs: list[int] = []
+                for j, p in enumerate(range(pos, end)):
+                    batch.token[j] = feed[p]
+                    batch.pos[j] = p
+                    batch.n_seq_id[j] = 1
+                    batch.seq_id[j][0] = 0
+                    keep = p >= first_out
+                    batch.logits[j] = keep
+                    if keep:
+                        outputs.append(j)
+                batch.n_tokens = end - pos
+                if self.cancel.is_set():
+                    raise LocalbviError("scoring was cancelled")
+                if llama_cpp.llama_decode(llm.ctx, batch) != 0:
+                    raise LocalbviError("llama.cpp failed to evaluate the tokens to score")
+                for j in outputs:
+                    i = pos + j - first_out  # answer index predicted here
+                    ptr = llama_cpp.llama_get_logits_ith(llm.ctx, j)
+                    logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+                    want = wanted[i] if i < len(wanted) else ()
+                    results.append(self._score_one(np, logits, answer[i], top_k, want))
+                pos = end
+        finally:
+            llama_cpp.llama_batch_free(batch)
+            self._reset_after_abort()
+        return results
+
+    def _score_one(
+        self, np: Any, logits: Any, target: int, top_k: int, wanted: Sequence[int]
+    ) -> TokenScore:
+        # As in `_alternatives`: only logits within `_PROB_WINDOW` of the maximum weigh in the
+        # normaliser (exact to a few ppm), so exp() runs over hundreds of values, not 262k.
+        peak = float(logits.max())
+        near = np.flatnonzero(logits >= peak - _PROB_WINDOW)
+        near_logits = logits[near].astype(np.float64)
+        log_z = peak + math.log(float(np.exp(near_logits - peak).sum()))
+        chosen = float(logits[target])
+        rank = int(np.count_nonzero(logits > chosen)) + 1
+        k = max(1, min(top_k, 20, len(near)))
+        order = np.argpartition(near_logits, -k)[-k:]
+        order = order[np.argsort(near_logits[order])[::-1]]
+        alternatives = tuple(
+            Alternative(
+                text=self._text(int(near[o])),
+                id=int(near[o]),
+                prob=math.exp(float(near_logits[o]) - log_z),
+            )
+            for o in order
+        )
+        return TokenScore(
+            id=target,
+            text=self._text(target),
+            rank=rank,
+            prob=math.exp(chosen - log_z),
+            alternatives=alternatives,
+            wanted=tuple((int(w), math.exp(float(logits[w]) - log_z)) for w in wanted),
+        )
+
+    def prime(self, prefix: str, cache_path: str | None) -> tuple[int, str]:
+        """Get the KV cache to hold `prefix` (a long preamble) before a request that starts
+        with it: from memory if it is there, else from `cache_path` (a state file saved by an
+        earlier run), else by evaluating it and saving the state there.
+
+        Returns (prefix tokens, "memory" | "disk" | "built"). A state file that is unreadable,
+        from another prefix or corrupt (checksum) is ignored and rebuilt; llama.cpp only ever
+        sees bytes whose checksum matched what this code wrote.
+        """
+        import llama_cpp
+        import numpy as np
+
+        llm = self.llm
+        tokens = self.tokenize(prefix)
+        n = len(tokens)
+        if n >= llm.n_ctx():
+            raise ContextOverflowError(n, llm.n_ctx())
+        if llm.n_tokens >= n and list(llm.input_ids[:n]) == tokens:
+            return n, "memory"
+        if cache_path and self._restore_prefix(cache_path, tokens):
+            return n, "disk"
+        self._reset_after_abort()
+        llm.eval(tokens)
+        if cache_path:
+            size = int(llama_cpp.llama_state_get_size(llm.ctx))
+            buf = (ctypes.c_uint8 * size)()
+            used = int(llama_cpp.llama_state_get_data(llm.ctx, buf, size))
+            if 0 < used <= size:
+                ids = np.asarray(tokens, dtype="<i4").tobytes()
+                state = bytes(buf)[:used]
+                _write_prefix_state(cache_path, ids, state)
+        return n, "built"
+
+    def _restore_prefix(self, path: str, tokens: list[int]) -> bool:
+        import llama_cpp
+        import numpy as np
+
+        parts = _read_prefix_state(path, len(tokens))
+        if parts is None:
+            return False
+        ids, state = parts
+        if np.frombuffer(ids, dtype="<i4").tolist() != tokens:
+            return False
+        self._reset_after_abort()
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if int(llama_cpp.llama_state_set_data(self.llm.ctx, buf, len(state))) != len(state):
+            self._reset_after_abort()
+            return False
+        llm = self.llm
+        llm.input_ids[: len(tokens)] = tokens
+        llm.n_tokens = len(tokens)
+        return True
+
+    def vocab(self) -> VocabInfo:
+        """The model's vocabulary: its tokenizer model, size and a hash of every token text."""
+        import hashlib
+
+        import llama_cpp
+
+        vocab = self.llm._model.vocab
+        n = int(llama_cpp.llama_vocab_n_tokens(vocab))
+        digest = hashlib.sha256()
+        for i in range(n):
+            digest.update(llama_cpp.llama_vocab_get_text(vocab, i) or b"")
+            digest.update(b"\0")
+        tokenizer = str(self.llm.metadata.get("tokenizer.ggml.model", "unknown"))
+        return VocabInfo(tokenizer=tokenizer, n_tokens=n, sha256=digest.hexdigest()[:16])
+
     def _reset_after_abort(self) -> None:
         # An aborted decode leaves the KV cache in an unknown state: start clean next time.
         self.llm.reset()
@@ -416,6 +585,51 @@ class _Worker:
             stop_detail=detail,
             error=error,
         )
+
+
+_STATE_MAGIC = b"LBVIKV01"
+_MAX_STATE = 1 << 30  # a prefix state file larger than this is not one of ours
+
+
+def _write_prefix_state(path: str, ids: bytes, state: bytes) -> None:
+    """magic, sha256 of the rest, token count, ids, state; written atomically."""
+    import hashlib
+
+    body = struct.pack("<Q", len(ids) // 4) + ids + state
+    data = _STATE_MAGIC + hashlib.sha256(body).digest() + body
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:  # a cache that cannot be written only costs time next run
+        print(f"localbvi worker: prefix cache not saved: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _read_prefix_state(path: str, n_tokens: int) -> tuple[bytes, bytes] | None:
+    """(ids, state) from a file `_write_prefix_state` wrote, or None if it is not intact."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > _MAX_STATE:
+                return None
+            data = f.read(_MAX_STATE + 1)
+    except OSError:
+        return None
+    head = len(_STATE_MAGIC) + 32 + 8
+    if len(data) < head or not data.startswith(_STATE_MAGIC):
+        return None
+    digest, body = data[len(_STATE_MAGIC) : len(_STATE_MAGIC) + 32], data[len(_STATE_MAGIC) + 32 :]
+    if hashlib.sha256(body).digest() != digest:
+        return None
+    (count,) = struct.unpack("<Q", body[:8])
+    if count != n_tokens or len(body) < 8 + 4 * count:
+        return None
+    return body[8 : 8 + 4 * count], body[8 + 4 * count :]
 
 
 def _find_stop(text: str, stops: Sequence[str], start: int) -> tuple[int, str] | None:
@@ -601,6 +815,12 @@ def worker_main(argv: list[str]) -> None:
                 channel.send(("ok", worker.load(*args)))
             elif op == "warm_up":
                 channel.send(("ok", worker.warm_up()))
+            elif op == "score":
+                channel.send(("ok", worker.score(*args)))
+            elif op == "prime":
+                channel.send(("ok", worker.prime(*args)))
+            elif op == "vocab":
+                channel.send(("ok", worker.vocab()))
             elif op == "render":
                 channel.send(("ok", worker.render(args[0])))
             elif op == "tokenize":
