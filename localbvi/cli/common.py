@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from localbvi.engine.types import DoneEvent, Event, LoadConfig, LoadInfo, Sampling, TokenEvent
+from localbvi.errors import printable
 
 if TYPE_CHECKING:
     from localbvi.settings import Settings
@@ -20,9 +22,11 @@ __all__ = [
     "add_sampling_flags",
     "emit_json",
     "gpu_layers",
+    "json_safe",
     "load_config_from",
     "progress_printer",
     "sampling_from",
+    "setting_type",
     "stats_line",
 ]
 
@@ -42,14 +46,29 @@ def gpu_layers(value: str) -> int | str:
     return n
 
 
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {n}")
-    return n
+def setting_type(key: str) -> Callable[[str], Any]:
+    """An argparse type that accepts what the settings file accepts for `key` ("table.key").
+
+    The range comes from `localbvi.settings.NUMBER_RANGES`, so a flag and its setting can
+    never disagree about what is valid.
+    """
+    from localbvi.settings import NUMBER_RANGES
+
+    allowed = NUMBER_RANGES[key]
+    what = "a whole number" if allowed.integer else "a number"
+
+    def parse(text: str) -> int | float:
+        try:
+            value: int | float = int(text) if allowed.integer else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {what}, got {printable(text)[:40]!r}"
+            ) from None
+        if not allowed.contains(value):
+            raise argparse.ArgumentTypeError(f"expected {what} {allowed.span()}, got {text}")
+        return value
+
+    return parse
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
@@ -57,23 +76,46 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sampling (defaults: the settings file, else these)")
     g.add_argument(
         "--max-tokens",
-        type=_positive_int,
+        type=setting_type("sampling.max_tokens"),
         default=None,
         help=f"most tokens to generate (default {_DEFAULTS.max_tokens})",
     )
     g.add_argument(
         "--temperature",
-        type=float,
+        type=setting_type("sampling.temperature"),
         default=None,
         help=f"0 is deterministic (default {_DEFAULTS.temperature})",
     )
-    g.add_argument("--top-p", type=float, default=None, help=f"default {_DEFAULTS.top_p}")
-    g.add_argument("--top-k", type=int, default=None, help=f"default {_DEFAULTS.top_k}")
-    g.add_argument("--min-p", type=float, default=None, help=f"default {_DEFAULTS.min_p}")
     g.add_argument(
-        "--repeat-penalty", type=float, default=None, help=f"default {_DEFAULTS.repeat_penalty}"
+        "--top-p",
+        type=setting_type("sampling.top_p"),
+        default=None,
+        help=f"default {_DEFAULTS.top_p}",
     )
-    g.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
+    g.add_argument(
+        "--top-k",
+        type=setting_type("sampling.top_k"),
+        default=None,
+        help=f"default {_DEFAULTS.top_k}",
+    )
+    g.add_argument(
+        "--min-p",
+        type=setting_type("sampling.min_p"),
+        default=None,
+        help=f"default {_DEFAULTS.min_p}",
+    )
+    g.add_argument(
+        "--repeat-penalty",
+        type=setting_type("sampling.repeat_penalty"),
+        default=None,
+        help=f"default {_DEFAULTS.repeat_penalty}",
+    )
+    g.add_argument(
+        "--seed",
+        type=setting_type("sampling.seed"),
+        default=None,
+        help="sampling seed (default: random)",
+    )
     g.add_argument(
         "--stop",
         action="append",
@@ -88,13 +130,13 @@ def add_load_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("loading (defaults: the settings file, else these)")
     g.add_argument(
         "--ctx",
-        type=_positive_int,
+        type=setting_type("engine.n_ctx"),
         default=None,
         help=f"context size in tokens (default {defaults.n_ctx})",
     )
     g.add_argument(
         "--threads",
-        type=_positive_int,
+        type=setting_type("engine.n_threads"),
         default=None,
         help="CPU threads (default: the cores of this machine)",
     )
@@ -113,19 +155,27 @@ def add_load_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _settings() -> Settings:
-    """The user's settings; a broken file is a warning and the defaults, never a failure."""
+def _settings(args: argparse.Namespace) -> Settings:
+    """The user's settings, read once per command line (so each warning shows once).
+
+    A broken file is a warning and the defaults, never a failure.
+    """
     from localbvi.settings import load_settings
 
+    cached: Settings | None = getattr(args, "_settings", None)
+    if cached is not None:
+        return cached
     loaded = load_settings()
-    if loaded.problem:
-        print(f"localbvi: warning: {loaded.path}: {loaded.problem}", file=sys.stderr)
+    for line in (loaded.problem or "").splitlines():
+        # Each problem line already names the file.
+        print(f"localbvi: warning: {printable(line)}", file=sys.stderr)
+    args._settings = loaded.settings
     return loaded.settings
 
 
 def sampling_from(args: argparse.Namespace, **overrides: Any) -> Sampling:
     """Flags given on the command line, then the settings file, then the defaults."""
-    base: Sampling = _settings().to_sampling()
+    base: Sampling = _settings(args).to_sampling()
     flags = {
         "temperature": args.temperature,
         "top_p": args.top_p,
@@ -142,7 +192,7 @@ def sampling_from(args: argparse.Namespace, **overrides: Any) -> Sampling:
 
 
 def load_config_from(args: argparse.Namespace) -> LoadConfig:
-    base: LoadConfig = _settings().to_load_config()
+    base: LoadConfig = _settings(args).to_load_config()
     flags = {
         "n_ctx": args.ctx,
         "n_threads": args.threads,
@@ -152,10 +202,21 @@ def load_config_from(args: argparse.Namespace) -> LoadConfig:
     return replace(base, **{k: v for k, v in flags.items() if v is not None})
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None, which strict JSON can hold."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def emit_json(obj: dict[str, Any], out: TextIO | None = None) -> None:
-    """One JSON Lines record, flushed so a reader sees it as it happens."""
+    """One JSON Lines record (strict JSON: never NaN), flushed so a reader sees it at once."""
     stream = out or sys.stdout
-    stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    stream.write(json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False) + "\n")
     stream.flush()
 
 
@@ -192,7 +253,8 @@ def stream_events(
             if json_mode:
                 emit_json({**event.to_json(), **(extra or {})}, stream)
             elif event.text:
-                stream.write(event.text)
+                # Model output must not drive the terminal (escape sequences are dropped).
+                stream.write(printable(event.text))
                 stream.flush()
         else:
             done = replace(event, load_s=load_s)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
+from localbvi.cli import interrupt_handled
 from localbvi.cli.common import (
     add_load_flags,
     add_sampling_flags,
@@ -14,12 +15,16 @@ from localbvi.cli.common import (
     load_config_from,
     progress_printer,
     sampling_from,
+    setting_type,
     stats_line,
     stream_events,
 )
 from localbvi.engine.opener import OpenedModel, open_model
-from localbvi.engine.types import DoneEvent, Message
-from localbvi.errors import LocalbviError
+from localbvi.engine.types import DoneEvent, Event, Message, Sampling
+from localbvi.errors import LocalbviError, printable
+
+if TYPE_CHECKING:
+    from localbvi.sessions import SessionStore
 
 __all__ = ["register"]
 
@@ -38,7 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="JSON Lines events instead of text")
     p.add_argument(
         "--top-k-probs",
-        type=int,
+        type=setting_type("sampling.top_probs"),
         default=0,
         metavar="K",
         help="report the K most likely tokens at each step (≤ 10; with --json)",
@@ -102,27 +107,35 @@ def _read_prompt(value: str) -> str:
 @_json_errors
 def _complete(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args.prompt)
-    k = max(0, min(args.top_k_probs, 10))
-    sampling = sampling_from(args, top_probs=k)
+    sampling = sampling_from(args, top_probs=args.top_k_probs)
     opened = _open(args)
-    recorder = _recorder(args, opened, "completion", document=prompt)
+    recorder = None if args.no_save else _Recorder("completion", opened.ref, title=prompt)
     try:
         events = opened.engine.complete(prompt, sampling)
-        done, _ = _stream(events, args, opened, recorder)
+        done, _ = _stream(events, args, opened, recorder, prompt)
     finally:
         opened.engine.close()
+        if recorder is not None:
+            recorder.close()
     return 0 if done.finish_reason != "error" else 1
 
 
 def _stream(
-    events: Any, args: argparse.Namespace, opened: OpenedModel, recorder: Any
+    events: Iterator[Event],
+    args: argparse.Namespace,
+    opened: OpenedModel,
+    recorder: _Recorder | None,
+    prompt: str,
 ) -> tuple[DoneEvent, str]:
-    """Stream to stdout, stats to stderr; returns the result and the generated text."""
+    """Stream to stdout, stats to stderr, then save; returns the result and the text.
+
+    A reply cut by Ctrl-C is saved as cancelled before the interrupt goes on.
+    """
     pieces: list[str] = []
 
-    def keep(evts: Any) -> Any:
+    def keep(evts: Iterator[Event]) -> Iterator[Event]:
         for e in evts:
-            if getattr(e, "type", "") == "token":
+            if e.type == "token":
                 pieces.append(e.text)
             yield e
 
@@ -130,24 +143,19 @@ def _stream(
         done = stream_events(keep(events), json_mode=args.json, load_s=opened.info.load_s)
     except KeyboardInterrupt:
         if recorder is not None:
-            recorder("".join(pieces), "cancelled", None)
+            recorder.save(prompt, "".join(pieces), DoneEvent(finish_reason="cancelled"))
         raise
+    text = "".join(pieces)
     if not args.json:
-        text = "".join(pieces)
         if text and not text.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()
-        print(stats_line(done, opened.engine.info), file=sys.stderr)
+        print(printable(stats_line(done, opened.engine.info)), file=sys.stderr)
         if done.error:
-            print(f"localbvi: error: {done.error}", file=sys.stderr)
+            print(f"localbvi: error: {printable(done.error)}", file=sys.stderr)
     if recorder is not None:
-        status = (
-            "cancelled"
-            if done.finish_reason == "cancelled"
-            else ("error" if done.finish_reason == "error" else "complete")
-        )
-        recorder("".join(pieces), status, done.to_json())
-    return done, "".join(pieces)
+        recorder.save(prompt, text, done)
+    return done, text
 
 
 @_json_errors
@@ -157,41 +165,51 @@ def _chat(args: argparse.Namespace) -> int:
     history: list[Message] = []
     if args.system:
         history.append(Message("system", args.system))
-    recorder_factory = _chat_recorder(args, opened)
+    recorder = None
+    if not args.no_save:
+        recorder = _Recorder("chat", opened.ref, title=args.message or "", system=args.system)
     try:
         if args.message is not None:
-            return _chat_turn(opened, history, args.message, sampling, args, recorder_factory)
-        return _chat_loop(opened, history, sampling, args, recorder_factory)
+            return _chat_turn(opened, history, args.message, sampling, args, recorder)
+        return _chat_loop(opened, history, sampling, args, recorder)
     finally:
         opened.engine.close()
+        if recorder is not None:
+            recorder.close()
 
 
 def _chat_turn(
     opened: OpenedModel,
     history: list[Message],
     text: str,
-    sampling: Any,
+    sampling: Sampling,
     args: argparse.Namespace,
-    recorder_factory: Any,
+    recorder: _Recorder | None,
 ) -> int:
     history.append(Message("user", text))
-    recorder = recorder_factory(text) if recorder_factory else None
-    done, reply = _stream(opened.engine.chat(history, sampling), args, opened, recorder)
-    history.append(Message("assistant", reply))
+    try:
+        done, reply = _stream(opened.engine.chat(history, sampling), args, opened, recorder, text)
+    except BaseException:
+        history.pop()  # a turn that did not finish is not part of the conversation
+        raise
+    if reply or done.finish_reason != "error":
+        history.append(Message("assistant", reply))
+    else:
+        history.pop()
     return 0 if done.finish_reason != "error" else 1
 
 
 def _chat_loop(
     opened: OpenedModel,
     history: list[Message],
-    sampling: Any,
+    sampling: Sampling,
     args: argparse.Namespace,
-    recorder_factory: Any,
+    recorder: _Recorder | None,
 ) -> int:
     tty = sys.stdin.isatty()
     if tty:
         print(
-            f"Chatting with {opened.display_name} ({opened.kind}). "
+            f"Chatting with {printable(opened.display_name)} ({opened.kind}). "
             "Ctrl-C stops a reply, Ctrl-D or /exit quits, /reset starts over.",
             file=sys.stderr,
         )
@@ -212,8 +230,9 @@ def _chat_loop(
         if not text.strip():
             continue
         try:
-            code = _chat_turn(opened, history, text, sampling, args, recorder_factory) or code
+            code = _chat_turn(opened, history, text, sampling, args, recorder) or code
         except KeyboardInterrupt:
+            interrupt_handled()  # Ctrl-C stopped this reply; the chat goes on
             print("\n(reply cancelled)", file=sys.stderr)
 
 
@@ -240,69 +259,59 @@ def _render(args: argparse.Namespace) -> int:
 
 # -- session recording (best effort: a broken sessions database never stops a generation) --
 
-
-def _store() -> Any:
-    try:
-        from localbvi.sessions import SessionStore
-    except ImportError:
-        return None
-    try:
-        return SessionStore()
-    except LocalbviError as exc:
-        print(f"localbvi: warning: not saving this session: {exc}", file=sys.stderr)
-        return None
+_BUSY_TIMEOUT_S = 1.0
+"""How long a save waits for another localbvi writing the sessions database."""
 
 
-def _recorder(
-    args: argparse.Namespace, opened: OpenedModel, kind: str, document: str
-) -> Callable[[str, str, Any], None] | None:
-    if args.no_save:
-        return None
-    store = _store()
-    if store is None:
-        return None
-    record = store.create(kind, model=opened.ref, mode="completion", title=document[:60])
+class _Recorder:
+    """Saves what a command generated as one session.
 
-    def save(text: str, status: str, stats: Any) -> None:
+    Nothing is written before a generation has produced something: the reply is never held
+    up by the database, and a run that failed before its first token leaves no empty session.
+    A database that cannot be written (read-only, locked, damaged) is reported once, as
+    "not saved: …" on stderr, and never fails the command.
+    """
+
+    def __init__(self, kind: str, model: str, *, title: str, system: str | None = None) -> None:
+        self.kind = kind
+        self.model = model
+        self.title = " ".join(title.split())[:60]
+        self.system = system or ""
+        self.store: SessionStore | None = None
+        self.session_id: int | None = None
+        self.failed = False
+
+    def save(self, prompt: str, text: str, done: DoneEvent) -> None:
+        """Save one generation: a chat turn (prompt = the user's message) or a document."""
+        if self.failed or (not text and done.finish_reason in ("error", "cancelled")):
+            return
         try:
-            store.update_document(record.id, document + text)
-            store.add_message(record.id, "assistant", text, status=status, stats=stats)
-        except LocalbviError as exc:
-            print(f"localbvi: warning: session not saved: {exc}", file=sys.stderr)
+            store = self._open()
+            if self.session_id is None:
+                self.session_id = store.create(
+                    "chat" if self.kind == "chat" else "completion",
+                    model=self.model,
+                    mode=self.kind,
+                    title=self.title or " ".join(prompt.split())[:60],
+                    system=self.system,
+                ).id
+            if self.kind == "chat":
+                store.add_message(self.session_id, "user", prompt)
+            else:
+                store.update_document(self.session_id, prompt + text)
+            store.add_reply(self.session_id, text, done)
+        except Exception as exc:  # whatever the database did, the reply was shown: go on
+            self.failed = True
+            reason = str(exc) if isinstance(exc, LocalbviError) else f"{type(exc).__name__}: {exc}"
+            print(f"localbvi: warning: not saved: {printable(reason)}", file=sys.stderr)
 
-    return save
+    def _open(self) -> SessionStore:
+        if self.store is None:
+            from localbvi.sessions import SessionStore
 
+            self.store = SessionStore(busy_timeout=_BUSY_TIMEOUT_S)
+        return self.store
 
-def _chat_recorder(args: argparse.Namespace, opened: OpenedModel) -> Any:
-    if args.no_save:
-        return None
-    store = _store()
-    if store is None:
-        return None
-    state: dict[str, Any] = {}
-
-    def for_turn(user_text: str) -> Callable[[str, str, Any], None]:
-        try:
-            if "id" not in state:
-                record = store.create(
-                    "chat",
-                    model=opened.ref,
-                    mode="chat",
-                    title=user_text[:60],
-                    system=args.system or "",
-                )
-                state["id"] = record.id
-            store.add_message(state["id"], "user", user_text)
-        except LocalbviError as exc:
-            print(f"localbvi: warning: session not saved: {exc}", file=sys.stderr)
-
-        def save(text: str, status: str, stats: Any) -> None:
-            try:
-                if "id" in state:
-                    store.add_message(state["id"], "assistant", text, status=status, stats=stats)
-            except LocalbviError as exc:
-                print(f"localbvi: warning: session not saved: {exc}", file=sys.stderr)
-
-        return save
-
-    return for_turn
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()

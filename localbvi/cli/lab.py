@@ -15,10 +15,11 @@ from localbvi.cli.common import (
     load_config_from,
     progress_printer,
     sampling_from,
+    setting_type,
 )
 from localbvi.engine.opener import OpenedModel, open_model
 from localbvi.engine.types import DoneEvent, Event, Sampling, TokenEvent
-from localbvi.errors import LocalbviError
+from localbvi.errors import LocalbviError, UsageError
 from localbvi.lab.compare import (
     CompareRun,
     Plan,
@@ -28,7 +29,7 @@ from localbvi.lab.compare import (
     plan,
     side_stats,
 )
-from localbvi.lab.experiments import Experiment, load_experiments
+from localbvi.lab.experiments import Experiment, ExperimentError, load_experiments
 
 __all__ = ["register"]
 
@@ -63,7 +64,7 @@ def _add_pair_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON Lines events, each with a side")
     p.add_argument(
         "--top-k-probs",
-        type=int,
+        type=setting_type("sampling.top_probs"),
         default=0,
         metavar="K",
         help="report the K most likely tokens at each step (≤ 10; with --json)",
@@ -157,7 +158,12 @@ def _experiment_sampling(args: argparse.Namespace, experiment: Experiment) -> Sa
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    experiment = load_experiments().get(args.name)
+    experiments = load_experiments()  # a broken experiments file: exit 1, naming it
+    try:
+        experiment = experiments.get(args.name)
+    except ExperimentError as exc:
+        raise UsageError(str(exc)) from None  # an unknown id is a mistyped command line
+    _require_models(args)
     if not args.json:
         print(f"# {experiment.title}\n{experiment.what_to_look_for}\n")
     the_plan = plan(
@@ -178,6 +184,7 @@ def _sampling(args: argparse.Namespace) -> Sampling:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    _require_models(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     the_plan = plan(
         prompt,
@@ -194,6 +201,11 @@ def _json_errors(args: argparse.Namespace, exc: LocalbviError) -> int:
         emit_json({"type": "error", "message": str(exc)})
         return 1
     raise exc
+
+
+def _require_models(args: argparse.Namespace) -> None:
+    if not args.base and not args.instruct:
+        raise UsageError("name the models to compare: --base REF and/or --instruct REF")
 
 
 def _run(args: argparse.Namespace, the_plan: Plan, sampling: Sampling) -> int:

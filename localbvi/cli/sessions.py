@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from localbvi.errors import printable
 from localbvi.sessions import EXPORT_FORMATS, SessionStore, SessionSummary, default_db_path, render
 
 __all__ = ["register"]
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     p.add_argument("--search", metavar="TEXT", help="only sessions containing every word of TEXT")
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="show at most N (50)")
+    p.add_argument("--limit", type=_count, default=50, metavar="N", help="show at most N (50)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(handler=_sessions)
 
@@ -39,20 +40,43 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     e.set_defaults(handler=_export)
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {n}")
+    return n
+
+
+def _skipped_note(count: int, noun: str, of: str = "") -> None:
+    """Say that `count` damaged rows were left out (their values have the wrong types)."""
+    if count:
+        plural = "" if count == 1 else "s"
+        print(
+            f"localbvi: note: {count} damaged {noun}{plural}{of} in {default_db_path()} left out",
+            file=sys.stderr,
+        )
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
 def _table(rows: list[SessionSummary]) -> str:
-    model_w = min(28, max([5, *(len(r.model) for r in rows)]))
+    # Names and titles come from the database (model output, files): no terminal controls.
+    models = {r.id: printable(r.model) for r in rows}
+    model_w = min(28, max([5, *(len(m) for m in models.values())]))
     lines = [
         f"{'ID':>5}  {'LAST ACTIVITY':16}  {'KIND':10}  {'MODEL':{model_w}}  {'MSGS':>4}  TITLE"
     ]
     for r in rows:
-        model = r.model if len(r.model) <= model_w else "…" + r.model[-(model_w - 1) :]
+        model = models[r.id]
+        model = model if len(model) <= model_w else "…" + model[-(model_w - 1) :]
         lines.append(
             f"{r.id:>5}  {_when(r.updated_at):16}  {r.kind:10}  {model:{model_w}}  "
-            f"{r.message_count:>4}  {r.display_title}"
+            f"{r.message_count:>4}  {printable(r.display_title)}"
         )
     return "\n".join(lines)
 
@@ -62,9 +86,12 @@ def _sessions(args: argparse.Namespace) -> int:
     # Listing must not create a database where none was ever written.
     if default_db_path().exists():
         with SessionStore() as store:
-            rows = store.list(search=args.search, limit=args.limit)
+            found = store.listing(search=args.search, limit=args.limit)
+        rows = found.sessions
+        _skipped_note(found.skipped, "session")
     if args.json:
-        print(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
+        data = [r.to_json() for r in rows]
+        print(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
     elif rows:
         print(_table(rows))
     elif args.search:
@@ -87,9 +114,11 @@ def _export(args: argparse.Namespace) -> int:
         return 1
     with SessionStore() as store:
         record = store.get(args.id)
+    _skipped_note(record.skipped, "message", f" of session {record.id}")
     text = render(record, args.format)
     if not args.output or args.output == "-":
-        sys.stdout.write(text)
+        # Saved model output may hold escape sequences: a terminal shows them inert.
+        sys.stdout.write(printable(text) if sys.stdout.isatty() else text)
         return 0
     out = Path(args.output)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -107,9 +108,21 @@ def _record_json(record: SessionRecord) -> dict[str, Any]:
     }
 
 
+def _strict(value: Any) -> Any:
+    """`value` with NaN and infinities as None: the export is strict JSON any parser reads."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def to_json(record: SessionRecord) -> str:
     """The session as indented JSON (UTF-8 text kept as is, times in ISO 8601 UTC)."""
-    return json.dumps(_record_json(record), indent=2, ensure_ascii=False) + "\n"
+    data = _strict(_record_json(record))
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def render(record: SessionRecord, fmt: ExportFormat) -> str:

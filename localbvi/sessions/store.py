@@ -4,17 +4,21 @@ Each finished message is committed at once (its own transaction, `synchronous=FU
 mode), so killing localbvi mid-reply loses only the reply being streamed; a reply the user
 cancelled is saved with status "cancelled". One connection per store, guarded by a lock, so
 the TUI's worker threads can share it.
+
+Reading trusts nothing in the file: a row whose values have the wrong types (written by another
+tool, or damaged) is skipped and counted, never a crash, and stored JSON never yields NaN.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
+import math
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +32,7 @@ __all__ = [
     "MessageRole",
     "MessageStatus",
     "SessionKind",
+    "SessionListing",
     "SessionRecord",
     "SessionStore",
     "SessionSummary",
@@ -86,6 +91,8 @@ class SessionRecord:
     created_at: float
     updated_at: float
     messages: tuple[StoredMessage, ...] = field(default=())
+    skipped: int = 0
+    """Messages left out because their row in the database is damaged."""
 
     @property
     def display_title(self) -> str:
@@ -130,6 +137,71 @@ class SessionSummary:
         }
 
 
+@dataclass(frozen=True)
+class SessionListing:
+    """What `SessionStore.listing` found."""
+
+    sessions: builtins.list[SessionSummary]
+    skipped: int
+    """Sessions left out because their row in the database is damaged."""
+
+
+class _Damaged(Exception):
+    """A row holds values of the wrong type (another tool wrote it, or the file is damaged)."""
+
+
+_LATEST_TIME = 253402300799.0  # 9999-12-31: beyond it a timestamp cannot be shown as a date
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise _Damaged
+
+
+def _one_of(value: object, allowed: tuple[str, ...]) -> Any:
+    if isinstance(value, str) and value in allowed:
+        return value
+    raise _Damaged
+
+
+def _time(value: object) -> float:
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= _LATEST_TIME
+    ):
+        return float(value)
+    raise _Damaged
+
+
+def _count(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise _Damaged
+
+
+def _finite_float(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _json_dict(value: object) -> dict[str, Any]:
+    """A stored JSON object; anything else (or a damaged value) reads as {}.
+
+    NaN, Infinity and numbers too large for a float read as None, so what comes out can
+    always be written as strict JSON again.
+    """
+    if not isinstance(value, str | bytes):
+        return {}
+    try:
+        parsed = json.loads(value, parse_constant=lambda _: None, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def _translate(exc: sqlite3.Error, path: Path) -> SessionStoreError:
     """A message that says what to do, for the sqlite errors a user can actually hit."""
     text = str(exc)
@@ -158,7 +230,9 @@ def _translate(exc: sqlite3.Error, path: Path) -> SessionStoreError:
 class SessionStore:
     """The sessions database. Safe to share between threads; close it when done."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, busy_timeout: float = 5.0) -> None:
+        """Open (creating or upgrading) the database; `busy_timeout` is how long a write
+        waits for another process holding the database before it fails as busy."""
         self.path = path or default_db_path()
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
@@ -172,7 +246,7 @@ class SessionStore:
         try:
             # Autocommit mode: every write below opens its own explicit transaction.
             self._conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
+                self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
             )
             conn = self._conn
             conn.execute("PRAGMA journal_mode = WAL")
@@ -356,37 +430,41 @@ class SessionStore:
                 " WHERE session_id = ? ORDER BY id",
                 (session_id,),
             ).fetchall()
-        messages = tuple(
-            StoredMessage(
-                id=r[0],
-                role=r[1],
-                content=r[2],
-                status=r[3],
-                stats=_json_dict(r[4]),
-                created_at=r[5],
+        messages: builtins.list[StoredMessage] = []
+        for r in rows:
+            with suppress(_Damaged):
+                messages.append(_message(r))
+        try:
+            return SessionRecord(
+                id=row[0],
+                kind=_one_of(row[1], _KINDS),
+                model=_text(row[2]),
+                mode=_text(row[3]),
+                title=_text(row[4]),
+                system=_text(row[5]),
+                document=_text(row[6]),
+                meta=_json_dict(row[7]),
+                created_at=_time(row[8]),
+                updated_at=_time(row[9]),
+                messages=tuple(messages),
+                skipped=len(rows) - len(messages),
             )
-            for r in rows
-        )
-        return SessionRecord(
-            id=row[0],
-            kind=row[1],
-            model=row[2],
-            mode=row[3],
-            title=row[4],
-            system=row[5],
-            document=row[6],
-            meta=_json_dict(row[7]),
-            created_at=row[8],
-            updated_at=row[9],
-            messages=messages,
-        )
+        except _Damaged:
+            raise SessionStoreError(
+                f"session {session_id} is damaged in {self.path} (its values have the wrong "
+                "types): it cannot be shown; `localbvi sessions` lists the others"
+            ) from None
 
     def list(self, search: str | None = None, limit: int = 200) -> builtins.list[SessionSummary]:
-        """Sessions, most recently active first.
+        """Sessions, most recently active first (damaged ones left out).
 
         `search` keeps sessions that contain every word of it (case-insensitive for ASCII)
         somewhere: title, model, system prompt, document or any message.
         """
+        return self.listing(search, limit).sessions
+
+    def listing(self, search: str | None = None, limit: int = 200) -> SessionListing:
+        """Like `list`, also counting the sessions left out because their row is damaged."""
         where: builtins.list[str] = []
         params: builtins.list[object] = []
         for word in (search or "").split():
@@ -412,25 +490,35 @@ class SessionStore:
         params.append(max(0, limit))
         with self._read() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return [
-            SessionSummary(
-                id=r[0],
-                kind=r[1],
-                model=r[2],
-                mode=r[3],
-                title=r[4],
-                created_at=r[5],
-                updated_at=r[6],
-                message_count=r[7],
-                preview=_one_line(r[8] or ""),
-            )
-            for r in rows
-        ]
+        sessions: builtins.list[SessionSummary] = []
+        for r in rows:
+            with suppress(_Damaged):
+                sessions.append(_summary(r))
+        return SessionListing(sessions, skipped=len(rows) - len(sessions))
 
 
-def _json_dict(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
+def _summary(r: tuple[Any, ...]) -> SessionSummary:
+    """One row of the list query; _Damaged when its values have the wrong types."""
+    return SessionSummary(
+        id=_count(r[0]),
+        kind=_one_of(r[1], _KINDS),
+        model=_text(r[2]),
+        mode=_text(r[3]),
+        title=_text(r[4]),
+        created_at=_time(r[5]),
+        updated_at=_time(r[6]),
+        message_count=_count(r[7]),
+        # The preview comes from a message: a damaged one just leaves it blank.
+        preview=_one_line(r[8]) if isinstance(r[8], str) else "",
+    )
+
+
+def _message(r: tuple[Any, ...]) -> StoredMessage:
+    return StoredMessage(
+        id=_count(r[0]),
+        role=_one_of(r[1], _ROLES),
+        content=_text(r[2]),
+        status=_one_of(r[3], _STATUSES),
+        stats=_json_dict(r[4]),
+        created_at=_time(r[5]),
+    )

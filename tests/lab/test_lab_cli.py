@@ -86,9 +86,28 @@ def test_experiments_lists_ids_and_titles(capsys: pytest.CaptureFixture[str]) ->
     assert len(listed) == 7 and listed[5]["base_prompt"]
 
 
-def test_unknown_experiment_exits_1_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["experiments", "run", "arithmatic", "--base", "x.gguf"]) == 1
-    assert "did you mean 'arithmetic'" in capsys.readouterr().err
+def test_unknown_experiment_is_a_usage_error_with_a_hint(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["experiments", "run", "arithmatic", "--base", "x.gguf"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("localbvi experiments run: error: no experiment named 'arithmatic'")
+    assert "did you mean 'arithmetic'" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_compare_without_models_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], json_flag: list[str]
+) -> None:
+    assert main(["compare", *json_flag, "Hi"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "localbvi compare: error: name the models to compare: --base REF and/or --instruct "
+        "REF (see 'localbvi compare --help')\n"
+    )
+    assert main(["experiments", "run", "arithmetic", *json_flag]) == 2
+    assert "name the models to compare" in capsys.readouterr().err
 
 
 def test_broken_user_experiments_file_exits_1_naming_it(
