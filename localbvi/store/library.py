@@ -20,7 +20,7 @@ from typing import Literal
 
 from localbvi import paths
 from localbvi.catalog import Catalog, CatalogEntry, load_catalog
-from localbvi.errors import CatalogError, RefError
+from localbvi.errors import CatalogError, RefError, printable, shorten
 from localbvi.inspector import GGUFInfo
 from localbvi.store import hub
 
@@ -143,11 +143,16 @@ def import_model(path: Path, *, copy: bool = False) -> LocalModel:
     The file is recorded where it is; `copy=True` copies it into localbvi's data folder first.
     """
     from localbvi.inspector import inspect_gguf
-    from localbvi.store.refs import guess_quant
+    from localbvi.store.refs import guess_quant, safe_is_file
 
-    source = path.expanduser().resolve()
-    if not source.is_file():
-        raise RefError(f"no such file: {path}; give the path of a .gguf file")
+    try:
+        source = path.expanduser().resolve()
+    except (OSError, ValueError):
+        source = path
+    if not safe_is_file(source):
+        raise RefError(
+            f"no such file: {shorten(printable(str(path)), 80)}; give the path of a .gguf file"
+        )
     info = inspect_gguf(source)  # GGUFError says what is wrong with the file
     if copy:
         target = _copies_dir() / source.name
@@ -389,13 +394,15 @@ def remove(ref: str) -> int:
     imported file is forgotten, and deleted only if `import --copy` made the copy; the demo
     copy is deleted (resolving it again re-assembles it from the installed package).
     """
-    from localbvi.store.refs import parse_ref, pick_quant_file, split_parts
+    from localbvi.store.refs import parse_ref, pick_quant_file, safe_is_file, split_parts
 
     text = ref.strip()
+    shown = shorten(printable(text), 80)
     as_path = Path(text).expanduser()
+    is_file = safe_is_file(as_path)  # False, not OSError, for a name the system cannot take
     registry = _read_registry()
     for item in registry:
-        if (as_path.is_file() and Path(item["path"]) == as_path.resolve()) or item["path"] == text:
+        if (is_file and Path(item["path"]) == as_path.resolve()) or item["path"] == text:
             _write_registry([i for i in registry if i is not item])
             copied = Path(item["path"])
             if item.get("copied") == "yes" and copied.is_file():
@@ -407,7 +414,7 @@ def remove(ref: str) -> int:
     parsed = parse_ref(text)
     if parsed.kind == "path":
         raise RefError(
-            f"{text} is not an imported model; localbvi deletes only files it manages "
+            f"{shown} is not an imported model; localbvi deletes only files it manages "
             "(the HF cache, imports made with --copy)"
         )
     if parsed.kind == "catalog":
@@ -415,7 +422,7 @@ def remove(ref: str) -> int:
         catalog = _catalog()
         entry = catalog.find(parsed.catalog_id) if catalog else None
         if entry is None:
-            raise RefError(f"'{parsed.catalog_id}' is not a model in the catalog")
+            raise RefError(f"'{shorten(parsed.catalog_id, 60)}' is not a model in the catalog")
         quant_file = entry.file_for(parsed.quant)
         repo, filename = entry.repo, quant_file.file
         demo = demo_path(entry, quant_file.quant)
@@ -433,5 +440,5 @@ def remove(ref: str) -> int:
 
     freed = sum(_remove_cached(repo, part) for part in split_parts(filename))
     if freed == 0:
-        raise RefError(f"{text} is not on disk; `localbvi models` lists what is")
+        raise RefError(f"{shown} is not on disk; `localbvi models` lists what is")
     return freed

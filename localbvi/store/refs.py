@@ -15,6 +15,7 @@ which is what llama.cpp opens.
 from __future__ import annotations
 
 import difflib
+import errno
 import re
 import threading
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from localbvi.catalog import DEFAULT_QUANT, CatalogEntry, load_catalog
-from localbvi.errors import CatalogError, OfflineError, RefError
+from localbvi.errors import CatalogError, OfflineError, RefError, printable, shorten
 from localbvi.store import hub
 from localbvi.store.hub import ProgressCallback
 
@@ -34,15 +35,19 @@ __all__ = [
     "parse_ref",
     "pull",
     "resolve",
+    "safe_is_file",
     "split_parts",
 ]
 
 RefKind = Literal["path", "catalog", "hub-quant", "hub-file"]
 
-_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+MAX_REF_CHARS = 4096
+"""Longest reference accepted: the longest path Linux can open (PATH_MAX)."""
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"  # the Hub allows 96 characters per name
 _REPO_RE = re.compile(rf"{_NAME}/{_NAME}")
 _ID_RE = re.compile(_NAME)
-_QUANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
+_QUANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,31}")
+_URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,15})://")
 _SPLIT_RE = re.compile(r"^(?P<stem>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 # Quantization names as they appear in GGUF file names: Q4_K_M, IQ3_XXS, Q8_0, F16, BF16, …
 _QUANT_IN_NAME_RE = re.compile(
@@ -80,6 +85,34 @@ class ResolvedModel:
     """From the catalog; None when unknown."""
 
 
+def _shown(text: str, limit: int = 80) -> str:
+    """User input as it may appear in a message: printable and short (one line stays short)."""
+    return shorten(printable(text), limit)
+
+
+def safe_is_file(path: Path) -> bool:
+    """`path.is_file()`, False instead of an exception for names the system cannot take."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _path_problem(path: Path) -> str:
+    """Why `path` is not a file we can open, in words."""
+    try:
+        path.stat()
+    except ValueError:
+        return "it contains a NUL character"
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return "the path is too long for the file system: a name in it is over 255 bytes"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "no such file"
+        return exc.strerror or "cannot be read"
+    return "it is not a file" if not path.is_file() else "cannot be read"
+
+
 def _looks_like_path(text: str) -> bool:
     return (
         text.startswith(("/", "./", "../", "~", ".\\", "..\\"))
@@ -89,9 +122,19 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
+def _not_a_repo(ref: str, repo: str) -> RefError:
+    return RefError(
+        f"'{_shown(ref)}': '{_shown(repo, 60)}' is not a Hub repository name (org/name, "
+        "each at most 96 letters, digits, '.', '_' or '-')"
+    )
+
+
 def _check_quant(quant: str, text: str) -> str:
     if not _QUANT_RE.fullmatch(quant):
-        raise RefError(f"'{text}': '{quant}' is not a quantization name (like Q4_K_M or Q8_0)")
+        raise RefError(
+            f"'{_shown(text)}': '{_shown(quant, 40)}' is not a quantization name "
+            "(like Q4_K_M or Q8_0)"
+        )
     return quant.upper()
 
 
@@ -100,6 +143,27 @@ def parse_ref(ref: str) -> ParsedRef:
     text = ref.strip()
     if not text:
         raise RefError("an empty model reference: give a path, a catalog id or org/repo:QUANT")
+    shown = _shown(text)
+    if len(text) > MAX_REF_CHARS:
+        raise RefError(
+            f"'{shown}' is {len(text):,} characters long, too long for a model reference "
+            "(a path, a catalog id, org/repo:QUANT or org/repo/file.gguf)"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise RefError(
+            f"'{shown}' contains control characters; give a path, a catalog id or org/repo:QUANT"
+        )
+    if url := _URL_RE.match(text):
+        scheme = url["scheme"].lower()
+        if scheme in ("http", "https"):
+            raise RefError(
+                f"'{shown}' is a server address, not a model to download or a file: use it "
+                "as the model of chat or complete (-m http://HOST:PORT/v1)"
+            )
+        raise RefError(
+            f"'{shown}' is a {scheme}:// address; give a path, a catalog id, org/repo:QUANT "
+            "or org/repo/file.gguf"
+        )
     if _looks_like_path(text):
         return ParsedRef("path", ref, path=Path(text).expanduser())
     slashes = text.count("/")
@@ -109,7 +173,7 @@ def parse_ref(ref: str) -> ParsedRef:
         name, _, quant = text.partition(":")
         if not _ID_RE.fullmatch(name):
             raise RefError(
-                f"'{ref}' is not a model reference: use a catalog id (see `localbvi models`), "
+                f"'{shown}' is not a model reference: use a catalog id (see `localbvi models`), "
                 "org/repo:QUANT, org/repo/file.gguf or a path to a .gguf file"
             )
         return ParsedRef(
@@ -120,22 +184,25 @@ def parse_ref(ref: str) -> ParsedRef:
     if slashes == 1:
         repo, _, quant = text.partition(":")
         if not _REPO_RE.fullmatch(repo):
-            raise RefError(f"'{ref}': '{repo}' is not a Hub repository name (org/name)")
+            raise _not_a_repo(ref, repo)
         return ParsedRef(
             "hub-quant", ref, repo=repo, quant=_check_quant(quant, ref) if quant else DEFAULT_QUANT
         )
     org, name, filename = text.split("/", 2)
     repo = f"{org}/{name}"
     if not _REPO_RE.fullmatch(repo):
-        raise RefError(f"'{ref}': '{repo}' is not a Hub repository name (org/name)")
+        raise _not_a_repo(ref, repo)
     parts = filename.split("/")
     if ".." in parts or "." in parts or "" in parts or "\\" in filename or ":" in filename:
         raise RefError(
-            f"'{ref}': '{filename}' is not a file inside the repository (no '..', '.' or "
-            "empty parts)"
+            f"'{shown}': '{_shown(filename, 60)}' is not a file inside the repository (no "
+            "'..', '.' or empty parts)"
         )
+    problem = hub.filename_problem(filename)
+    if problem is not None:
+        raise RefError(f"'{shown}' does not name a usable file: {problem}")
     if not filename.lower().endswith(".gguf"):
-        raise RefError(f"'{ref}': '{filename}' is not a .gguf file")
+        raise RefError(f"'{shown}': '{_shown(filename, 60)}' is not a .gguf file")
     return ParsedRef("hub-file", ref, repo=repo, filename=filename, quant=guess_quant(filename))
 
 
@@ -176,17 +243,24 @@ def catalog_match(repo: str, filename: str) -> tuple[CatalogEntry, str] | None:
 
 def pick_quant_file(repo: str, quant: str, files: list[str], *, where: str) -> str:
     """The one GGUF in `files` whose name carries `quant` (first part if split)."""
-    ggufs = [f for f in files if f.lower().endswith(".gguf") and "mmproj" not in f.lower()]
+    ggufs = [
+        f
+        for f in files
+        if f.lower().endswith(".gguf")
+        and "mmproj" not in f.lower()
+        and hub.filename_problem(f) is None  # names from a server: only ones we can store
+    ]
     matching = [f for f in ggufs if (guess_quant(f) or "").upper() == quant.upper()]
     firsts = sorted({split_parts(f)[0] for f in matching})
     if len(firsts) == 1:
         return firsts[0]
     if not firsts:
         quants = sorted({q for f in ggufs if (q := guess_quant(f))})
-        available = f"; {where} has {', '.join(quants)}" if quants else f"; {where} has no GGUF"
+        listed_quants = ", ".join(quants[:12]) + (" …" if len(quants) > 12 else "")
+        available = f"; {where} has {listed_quants}" if quants else f"; {where} has no GGUF"
         hint = f" (e.g. {repo}:{quants[0]})" if quants else ""
         raise RefError(f"{repo} has no {quant} GGUF file{available}{hint}")
-    listed = ", ".join(firsts)
+    listed = ", ".join(_shown(f, 60) for f in firsts[:4]) + (" …" if len(firsts) > 4 else "")
     raise RefError(f"{repo} has several {quant} GGUF files ({listed}); name one as {repo}/<file>")
 
 
@@ -200,7 +274,7 @@ def _offline_hint() -> str:
         return ""
     if not local:
         return " No models are on disk yet."
-    names = ", ".join(m.ref for m in local[:8]) + (" …" if len(local) > 8 else "")
+    names = ", ".join(_shown(m.ref, 40) for m in local[:8]) + (" …" if len(local) > 8 else "")
     return f" Models on disk: {names}."
 
 
@@ -232,8 +306,16 @@ def pull(
 ) -> ResolvedModel:
     """Download a model, or check with the Hub that the copy on disk is the current one."""
     parsed = parse_ref(ref)
-    if parsed.kind == "path" or (parsed.kind == "hub-file" and Path(ref).expanduser().is_file()):
-        raise RefError(f"{ref} is a local file: use `localbvi import {ref}` to add it")
+    if parsed.kind == "path" or (
+        parsed.kind == "hub-file" and safe_is_file(Path(ref).expanduser())
+    ):
+        shown = _shown(ref)
+        if parsed.path is not None and not safe_is_file(parsed.path):
+            raise RefError(
+                f"'{shown}' is a path ({_path_problem(parsed.path)}); `pull` downloads a "
+                "catalog id, org/repo:QUANT or org/repo/file.gguf from the Hub"
+            )
+        raise RefError(f"{shown} is a local file: use `localbvi import {shown}` to add it")
     try:
         return _resolve(ref, download=True, on_progress=on_progress, cancel=cancel, refresh=True)
     except OfflineError as exc:
@@ -249,7 +331,7 @@ def _resolve(
     refresh: bool,
 ) -> ResolvedModel:
     parsed = parse_ref(ref)
-    if parsed.kind == "hub-file" and Path(ref).expanduser().is_file():
+    if parsed.kind == "hub-file" and safe_is_file(Path(ref).expanduser()):
         parsed = ParsedRef("path", ref, path=Path(ref).expanduser())
     if parsed.kind == "path":
         assert parsed.path is not None
@@ -282,10 +364,10 @@ def _resolve(
 
 
 def _resolve_path(ref: str, path: Path) -> ResolvedModel:
-    if not path.is_file():
+    if not safe_is_file(path):
         raise RefError(
-            f"no such file: {path}; give the path of a .gguf file, a catalog id "
-            "(`localbvi models`) or a Hub reference such as org/repo:Q4_K_M"
+            f"{_shown(str(path))}: {_path_problem(path)}; give the path of a .gguf file, a "
+            "catalog id (`localbvi models`) or a Hub reference such as org/repo:Q4_K_M"
         )
     return ResolvedModel(
         path=path,
@@ -314,7 +396,8 @@ def _resolve_catalog(
         close = difflib.get_close_matches(catalog_id, list(catalog.entries), n=3, cutoff=0.6)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise RefError(
-            f"'{catalog_id}' is not a model in the catalog{hint}; run `localbvi models` for "
+            f"'{_shown(catalog_id, 60)}' is not a model in the catalog{hint}; run "
+            "`localbvi models` for "
             "the ids, or use org/repo:QUANT, org/repo/file.gguf or a path"
         )
     try:
@@ -349,11 +432,13 @@ def _quant_file(repo: str, quant: str, download: bool, refresh: bool) -> str:
                 if cached:
                     raise
                 raise OfflineError(
-                    f"{repo}:{quant} is not on disk and offline mode is on (HF_HUB_OFFLINE=1)"
+                    f"{_shown(repo, 60)}:{quant} is not on disk and offline mode is on "
+                    "(HF_HUB_OFFLINE=1)"
                 ) from None
             if not download:
                 raise RefError(
-                    f"{repo}:{quant} is not on disk; run `localbvi pull {repo}:{quant}`"
+                    f"{_shown(repo, 60)}:{quant} is not on disk; run "
+                    f"`localbvi pull {_shown(repo, 60)}:{quant}`"
                 ) from None
     listing = [path for path, _size in hub.list_repo_files(repo)]
     return pick_quant_file(repo, quant, listing, where="the repository")
@@ -375,7 +460,8 @@ def _fetch_parts(
     if not refresh and len(complete) == len(parts) and len({p.parent for p in complete}) == 1:
         return complete[0]
     if not download:
-        raise RefError(f"{ref} is not on disk; run `localbvi pull {ref}` to download it")
+        shown = _shown(ref)
+        raise RefError(f"{shown} is not on disk; run `localbvi pull {shown}` to download it")
     first, commit = hub.fetch(repo, parts[0], on_progress=on_progress, cancel=cancel)
     for part in parts[1:]:
         hub.fetch(repo, part, revision=commit, on_progress=on_progress, cancel=cancel)

@@ -82,7 +82,12 @@ def _pull_fails(capsys: pytest.CaptureFixture[str], *refs: str) -> str:
 
 
 def _cached_blobs(hf_cache: Path) -> list[Path]:
-    return [p for p in hf_cache.rglob("*") if p.is_file() and ".locks" not in p.parts]
+    """Files in the cache: blobs, partial downloads, snapshot links (not locks or notes)."""
+    return [
+        p
+        for p in hf_cache.rglob("*")
+        if p.is_file() and ".locks" not in p.parts and not p.name.endswith(".json")
+    ]
 
 
 def _git_sha1(data: bytes) -> str:
