@@ -16,6 +16,7 @@ __all__ = [
     "EngineCrashedError",
     "EngineError",
     "GGUFError",
+    "HubError",
     "LocalbviError",
     "ModelLoadError",
     "OfflineError",
@@ -114,6 +115,10 @@ class DownloadError(LocalbviError):
 
 class OfflineError(DownloadError):
     """A model is not on disk and the network is off or unreachable."""
+
+
+class HubError(LocalbviError):
+    """The Hub's metadata API (search, model info, file lists) failed or answered nonsense."""
 
 
 class SettingsError(LocalbviError):

@@ -246,7 +246,10 @@ def partial_size(repo: str) -> int:
 
 
 def _token() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+    """The token huggingface_hub would use: HF_TOKEN, else the `hf auth login` file."""
+    from localbvi.store.auth import hub_token
+
+    return hub_token()
 
 
 def _status_and_code(exc: BaseException) -> tuple[int | None, str | None]:
@@ -266,16 +269,11 @@ def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadE
     what = f"{repo}/{_shown(filename)}" if filename else repo
     status, code = _status_and_code(exc)
     if code == "GatedRepo" or (status in (401, 403) and code != "RepoNotFound"):
-        token_hint = (
-            "HF_TOKEN is set but has no access: check it is a read token of the account "
-            "that accepted the licence"
-            if _token()
-            else "then create a read token at https://huggingface.co/settings/tokens and "
-            "set HF_TOKEN to it"
-        )
+        from localbvi.store.auth import token_hint
+
         return DownloadError(
-            f"{repo} is gated: accept its licence at {endpoint}/{repo} while logged in, "
-            f"{token_hint}"
+            f"{repo} is gated: accept its licence at {endpoint}/{repo} while logged in; "
+            f"{token_hint()}"
         )
     if code == "EntryNotFound":
         return DownloadError(
@@ -287,7 +285,7 @@ def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadE
     if code == "RepoNotFound" or status == 404:
         return DownloadError(
             f"repository {repo} was not found on {endpoint}: check the spelling "
-            "(org/name); if it is private, set HF_TOKEN to a token that can read it"
+            "(org/name); if it is private, log in with `hf auth login` (or set HF_TOKEN)"
         )
     if type(exc).__name__ == "OfflineModeIsEnabled":
         return OfflineError(f"{what} is not on disk and offline mode is on (HF_HUB_OFFLINE=1)")

@@ -7,15 +7,12 @@ imported lazily so the first screen never waits on huggingface_hub. Tests and be
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
 
 from localbvi.errors import DownloadError, LocalbviError, RefError
 from localbvi.settings import RemoteServer
@@ -126,19 +123,12 @@ def all_models(
     return out
 
 
-def hub_reachable(timeout_s: float = 1.5) -> bool:
-    """A TCP connect to the Hub (or `HF_ENDPOINT`): cheap, and honest about offline laptops."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    parsed = urlparse(endpoint)
-    host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hub (or `HF_ENDPOINT`) answers an HTTP request, through any proxy set in
+    the environment (a raw TCP connect misjudges networks where only a proxy gets out)."""
+    from localbvi.store.hubapi import hub_reachable as ask_hub
+
+    return ask_hub(timeout_s)
 
 
 class StoreServices:
