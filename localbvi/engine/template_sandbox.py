@@ -31,6 +31,7 @@ from functools import lru_cache, update_wrapper
 from typing import IO, Any, NoReturn, TypeGuard
 
 import jinja2
+from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 
@@ -115,7 +116,9 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     def _too_big(self, what: str, size: int, unit: str = "characters") -> LimitExceeded:
         limit = self.max_chars if unit == "characters" else MAX_ITEMS
-        return LimitExceeded(f"{what} would make {size:,} {unit} (the limit is {limit:,})")
+        return LimitExceeded(
+            f"{what} would make {size:,} {unit} (the limit is about {limit / 1e6:.1f} million)"
+        )
 
     def _check_chars(self, what: str, size: int) -> None:
         if size > self.max_chars:
@@ -239,7 +242,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         *args: Any,
         **kwargs: Any,
     ) -> Any:
-        name = getattr(__obj, "__name__", "a function")
+        name = getattr(__obj, "name" if isinstance(__obj, Macro) else "__name__", "a function")
         what = f"{name}()"
         if isinstance(__obj, types.BuiltinMethodType) and isinstance(__obj.__self__, str):
             args = __self._check_str_method(__obj.__self__, name, args, kwargs)

@@ -22,6 +22,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = ["bundled_template", "render_chat"]
 _HELPER = Path(template_sandbox.__file__)
 _START_TIMEOUT_S = 20.0  # Python + Jinja start in ~0.15 s; a loaded machine can take far longer
 _KILL_GRACE_S = 2.0  # past the helper's own timer: it is stuck in C code, so it is killed
+_POLL_S = 0.05
 _OVERRIDE_HINT = "set a chat_template override for this model in models.toml"
 
 
@@ -120,10 +122,18 @@ class _Sandbox:
             replies.put(None)
 
     def _reply(self, timeout: float) -> dict[str, Any]:
-        try:
-            reply = self._replies.get(timeout=timeout)
-        except queue.Empty:
-            raise _SandboxFailure("timeout") from None
+        # Short waits: a signal (Ctrl-C) delivered to another thread interrupts no wait here,
+        # and Python runs its handler in this thread only when the wait returns.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = self._replies.get(
+                    timeout=min(_POLL_S, max(0.0, deadline - time.monotonic()))
+                )
+                break
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise _SandboxFailure("timeout") from None
         if not isinstance(reply, dict):
             raise _SandboxFailure("stopped")
         return reply
@@ -132,16 +142,14 @@ class _Sandbox:
         proc, self._proc = self._proc, None
         if proc is None or self._owner != os.getpid():
             return
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
         if proc.poll() is None:
-            proc.kill()
+            proc.kill()  # first: closing stdout waits for the reader thread's read to end
         with contextlib.suppress(subprocess.TimeoutExpired):  # a kill that does not take
             proc.wait(timeout=5)
+        for stream in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
 
     def close(self) -> None:
         with self._lock:
