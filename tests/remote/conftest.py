@@ -17,6 +17,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from remote_fakes import free_port
 
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The remote engine honours proxy variables: a machine's own must not reroute loopback."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
 
 def _ready(port: int) -> bool:
     try:

@@ -6,14 +6,19 @@
   llama-server binary is not installable here; the real llama_cpp.server runs in other tests.
 - `GarbageHTTPServer` answers every request with 200 and a page of nonsense.
 - `NotHTTPServer` accepts a connection, writes junk bytes and hangs up.
+- `keep_alive_tokenizer` answers llama_cpp.server's tokenizer endpoints over keep-alive
+  connections and notes the client port of each request.
+- `recording_proxy` is a forward HTTP proxy that notes each request passing through it.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -256,3 +261,94 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class _KeepAliveTokenizerHandler(_Handler):
+    """llama_cpp.server's tokenizer endpoints over HTTP/1.1 keep-alive, noting client ports."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _note(self) -> None:
+        self.server.ports.append(self.client_address[1])  # type: ignore[attr-defined]
+
+    def do_GET(self) -> None:
+        self._note()
+        if self.path == "/v1/models":
+            self._json(200, {"object": "list", "data": [{"id": "small", "object": "model"}]})
+        else:
+            self._json(404, {"detail": "Not Found"})
+
+    def do_POST(self) -> None:
+        self._note()
+        body = self._body()
+        if self.path == "/extras/tokenize":
+            self._json(200, {"tokens": list(range(100, 100 + len(body["input"].split())))})
+        elif self.path == "/extras/detokenize":
+            self._json(200, {"text": f" w{body['tokens'][0]}"})
+        else:
+            self._json(404, {"detail": "Not Found"})
+
+
+@contextmanager
+def keep_alive_tokenizer() -> Iterator[_Server]:
+    """A llama_cpp.server stand-in that keeps connections open; `.ports` lists who asked."""
+    with _serve(_KeepAliveTokenizerHandler) as server:
+        server.ports = []  # type: ignore[attr-defined]
+        yield server
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """A forward HTTP proxy: notes each request line, fetches the URL, relays the answer."""
+
+    server: _Proxy
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _relay(self) -> None:
+        self.server.seen.append((self.command, self.path))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        target = urllib.parse.urlsplit(self.path)  # a proxy gets the absolute URL
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+        try:
+            upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=10)
+            upstream.request(self.command, target.path, body=body or None, headers=headers)
+            answer = upstream.getresponse()
+            data = answer.read()
+            upstream.close()
+        except OSError as exc:
+            self.send_error(502, f"cannot reach {self.path}: {exc}")
+            return
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.getheader("Content-Type", "text/plain"))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = _relay
+    do_POST = _relay
+
+
+class _Proxy(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.seen: list[tuple[str, str]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@contextmanager
+def recording_proxy() -> Iterator[_Proxy]:
+    """An HTTP proxy on loopback; `.seen` holds (method, absolute URL) of what went through."""
+    proxy = _Proxy()
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
