@@ -161,7 +161,8 @@ def _pair(args: argparse.Namespace) -> int:
             print(
                 f"{verb} {saved.path}: base '{saved.base_id}', instruct "
                 f"'{saved.instruct_id}' (see `localbvi models`; compare them with "
-                f"`localbvi compare {saved.base_id} {saved.instruct_id}`)"
+                f"`localbvi compare --base {saved.base_id} --instruct {saved.instruct_id} "
+                "PROMPT`)"
             )
         elif pairing.found:
             print(f"save the pair to your catalog: localbvi pair {pairing.start} --save")
