@@ -86,6 +86,9 @@ def isolated_home(
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     monkeypatch.delenv("HF_TOKEN_PATH", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    # Other tools' model folders (localbvi lists their GGUFs): never the real home's.
+    for var in ("LMSTUDIO_MODELS", "OLLAMA_MODELS", "LLAMA_CACHE", "GPT4ALL_MODELS"):
+        monkeypatch.setenv(var, str(home / "other-tools" / var.lower()))
     yield home
 
 

@@ -29,7 +29,10 @@ def register(sub: Any) -> None:
         "models",
         help="the catalog's base/instruct pairs and every model on disk",
         description="List the catalog's pairs (✓ = on disk) and every other model on disk, "
-        f"with quantization, size and whether it fits in memory at a {_N_CTX}-token context.",
+        f"with quantization, size and whether it fits in memory at a {_N_CTX}-token context. "
+        "Models that LM Studio, Ollama, llama.cpp or GPT4All downloaded are listed too, with "
+        "their source (used in place, never copied or deleted), and so are interrupted "
+        "downloads, with how far they got and the command that resumes them.",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_models)
@@ -37,8 +40,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "rm",
         help="delete a downloaded model and free its space",
-        description="Delete a model from the Hugging Face cache (all parts, all revisions), "
-        "or forget an imported file (deleted only if imported with --copy).",
+        description="Delete a model from the Hugging Face cache (all parts, all revisions, "
+        "and any interrupted download of it), or forget an imported file (deleted only if "
+        "imported with --copy). Models of other tools (LM Studio, Ollama, llama.cpp, "
+        "GPT4All) are never deleted.",
     )
     p.add_argument("ref", metavar="REF", help="catalog id[:QUANT], Hub ref, or imported path")
     p.set_defaults(handler=_rm)
@@ -87,20 +92,51 @@ def _models(args: argparse.Namespace) -> int:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    header = f"  {'REF':<40} {'KIND':<9} {'QUANT':<8} {'SIZE':>10}  RAM"
+    header = f"  {'REF':<40} {'KIND':<9} {'QUANT':<8} {'SIZE':>10}  {'RAM':<10} FROM"
     print(header)
     section = None
+    titles = {
+        "catalog": "catalog (✓ on disk):",
+        "other": "\nother models on disk:",
+        "partial": "\ninterrupted downloads (`localbvi pull REF` resumes, `localbvi rm REF` "
+        "deletes):",
+    }
     for row in rows:
         if row["section"] != section:
             section = row["section"]
-            print("catalog (✓ on disk):" if section == "catalog" else "\nother models on disk:")
+            print(titles[section])
+        if section == "partial":
+            print(f"  {row['ref']:<40} {_partial_progress(row)}")
+            continue
         mark = "✓" if row["on_disk"] else " "
         size = _size(row["size"]) if row["on_disk"] else f"~{_size(row['size'])}"
         print(
             f"{mark} {row['ref']:<40} {row['kind'] or '?':<9} {row['quant'] or '?':<8} "
-            f"{size:>10}  {row['ram_fit']}"
+            f"{size:>10}  {row['ram_fit']:<10} {_source_label(row['source'])}".rstrip()
         )
     return 0
+
+
+def _source_label(source: str | None) -> str:
+    from localbvi.store.foreign import tool_label
+
+    label = tool_label(source or "")
+    if label is not None:
+        return f"{label} (read-only)"
+    return {"hf-cache": "HF cache", "demo": "demo package", "imported": "imported"}.get(
+        source or "", ""
+    )
+
+
+def _partial_progress(row: dict[str, Any]) -> str:
+    """How far an interrupted download got, and what resumes it."""
+    kept = _size(row["size"])
+    if row["percent"] is not None:
+        done = f"{row['percent']:.0f}% of {_size(row['expected_size'])} ({kept} kept)"
+    else:
+        done = f"{kept} kept (full size unknown)"
+    resume = row["resume"] or "pull the same model again to resume"
+    return f"{done} · {'resume: ' + resume if row['resume'] else resume}"
 
 
 def _model_rows() -> list[dict[str, Any]]:
@@ -151,6 +187,7 @@ def _model_rows() -> list[dict[str, Any]]:
                         "source": model.source if model else None,
                         "repo": entry.repo,
                         "ram_fit": fit(model, size),
+                        "read_only": False,
                     }
                 )
     for model in local:
@@ -170,9 +207,40 @@ def _model_rows() -> list[dict[str, Any]]:
                 "source": model.source,
                 "repo": model.repo,
                 "ram_fit": fit(model, model.size),
+                "read_only": model.source in _FOREIGN,
             }
         )
+    rows.extend(_partial_rows())
     return rows
+
+
+_FOREIGN = ("lmstudio", "ollama", "llama.cpp", "gpt4all")
+
+
+def _partial_rows() -> list[dict[str, Any]]:
+    """Interrupted downloads in the HF cache: how far each got and the command to resume."""
+    from localbvi.store.library import list_partials
+
+    return [
+        {
+            "section": "partial",
+            "ref": item.ref,
+            "name": item.filename or item.repo,
+            "kind": None,
+            "pair": None,
+            "quant": None,
+            "size": item.size,
+            "expected_size": item.expected,
+            "percent": None if item.percent is None else round(item.percent, 1),
+            "on_disk": False,
+            "path": str(item.path),
+            "source": "hf-cache",
+            "repo": item.repo,
+            "ram_fit": None,
+            "resume": f"localbvi pull {item.ref}" if item.filename else None,
+        }
+        for item in list_partials()
+    ]
 
 
 def _rm(args: argparse.Namespace) -> int:

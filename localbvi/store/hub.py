@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from localbvi.errors import DownloadError, GGUFError, OfflineError, RefError, printable, shorten
+from localbvi.store import partials
 
 __all__ = [
     "DownloadCancelledError",
@@ -626,6 +627,7 @@ def fetch(
     with _file_lock(lock):
         if not (blob.is_file() and blob.stat().st_size == remote.size):
             incomplete = blob.with_name(blob.name + ".incomplete")
+            partials.remember(incomplete, filename, remote.size)  # names it in `models`
             meter = _Meter(on_progress, filename, remote.size, 0)
             try:
                 checked = _http_download(repo, remote, filename, incomplete, meter, cancel)
@@ -634,7 +636,10 @@ def fetch(
                 with contextlib.suppress(OSError):
                     if incomplete.stat().st_size == 0:  # a refusal before any byte came
                         incomplete.unlink()
+                if not incomplete.exists():  # refused, or bad bytes deleted: nothing to resume
+                    partials.forget(incomplete)
             os.replace(incomplete, blob)
+            partials.forget(incomplete)
             meter.finish(checked)
         _link(blob, pointer)
         _write_ref(folder, revision, remote.commit)

@@ -22,7 +22,7 @@ from localbvi import paths
 from localbvi.catalog import Catalog, CatalogEntry, load_catalog
 from localbvi.errors import CatalogError, RefError, printable, shorten
 from localbvi.inspector import GGUFInfo
-from localbvi.store import hub
+from localbvi.store import hub, partials
 
 __all__ = [
     "DEMO_PACKAGE",
@@ -42,7 +42,8 @@ DEMO_QUANT = "Q4_K_M"
 _REGISTRY = "imported.json"
 
 RamFit = Literal["fits", "tight", "won't fit"]
-Source = Literal["hf-cache", "imported", "demo"]
+Source = Literal["hf-cache", "imported", "demo", "lmstudio", "ollama", "llama.cpp", "gpt4all"]
+"""Where a model was found; the last four are other tools' folders (see `store.foreign`)."""
 
 
 @dataclass(frozen=True)
@@ -262,8 +263,24 @@ def _demo_models(catalog: Catalog | None) -> list[LocalModel]:
     return found
 
 
+def _foreign_models() -> list[LocalModel]:
+    """What LM Studio, Ollama, llama.cpp and GPT4All downloaded: used in place, read-only."""
+    from localbvi.store import foreign
+
+    return [
+        LocalModel(m.path, m.ref, m.name, m.quant, m.size, m.tool, None, None)
+        for m in foreign.scan()
+    ]
+
+
+def list_partials() -> list[partials.Partial]:
+    """Interrupted downloads in the HF cache (`localbvi pull` resumes them, `rm` deletes)."""
+    return partials.scan(hub.hub_cache_dir())
+
+
 def list_local() -> list[LocalModel]:
-    """Every model usable offline: HF cache GGUFs, imported files, the demo model."""
+    """Every model usable offline: HF cache GGUFs, imported files, the demo model, and the
+    models other tools keep (LM Studio, Ollama, llama.cpp, GPT4All)."""
     from localbvi.store.refs import guess_quant
 
     catalog = _catalog()
@@ -286,7 +303,7 @@ def list_local() -> list[LocalModel]:
                 None,
             )
         )
-    return models
+    return models + _foreign_models()
 
 
 # --- memory ----------------------------------------------------------------------------------
@@ -387,13 +404,90 @@ def _prune(folder: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _foreign_refusal(ref: str) -> str | None:
+    """The one-line refusal for another tool's model (by its REF or by a path), else None."""
+    from localbvi.store import foreign
+
+    text = ref.strip()
+    if foreign.is_foreign_ref(text):
+        model = foreign.find(text)  # a RefError if there is no such model
+        return foreign.refusal(model.tool, text, model.name)
+    try:
+        path = Path(text).expanduser()
+        registered = any(Path(i["path"]) == path.resolve() for i in _read_registry())
+    except (OSError, ValueError, RefError):
+        return None
+    owner = None if registered else foreign.owner(path)
+    return foreign.refusal(owner[0], text) if owner is not None else None
+
+
+def _remove_orphaned_partials(text: str) -> int:
+    """`rm org/repo` for a repository that holds only interrupted downloads: delete them.
+
+    Those listed without a file name (no note) can be named no other way.
+    """
+    from localbvi.store.refs import parse_ref
+
+    try:
+        if ":" in text or parse_ref(text).kind != "hub-quant" or hub.cached_files(text):
+            return 0
+    except RefError:
+        return 0  # not a repository name: the normal path says what is wrong
+    found = partials.scan(hub.hub_cache_dir(), text)
+    freed = sum(partials.delete(p) for p in found)
+    folder = hub.repo_folder(text)
+    partials.sweep_notes(folder / "blobs")
+    if freed:
+        _prune(folder)
+        _drop_if_empty(folder)
+    return freed
+
+
+def _drop_if_empty(folder: Path) -> None:
+    """Delete a repo folder that holds no file any more (a partial-only one has no snapshots
+    for `_prune` to look at)."""
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _partial_files(repo: str) -> list[str]:
+    """Names of the files of `repo` whose download was interrupted (from their notes)."""
+    return [p.filename for p in partials.scan(hub.hub_cache_dir(), repo) if p.filename]
+
+
+def _remove_partials(repo: str, parts: list[str]) -> int:
+    """Delete the interrupted downloads of these files; once no file of `repo` is left,
+    also the ones nobody can name (no note): no pull would resume them."""
+    folder = hub.repo_folder(repo)
+    found = partials.scan(hub.hub_cache_dir(), repo)
+    orphans = not hub.cached_files(repo)
+    freed = sum(
+        partials.delete(p)
+        for p in found
+        if (p.filename in parts) or (p.filename is None and orphans)
+    )
+    partials.sweep_notes(folder / "blobs")
+    if freed:
+        _prune(folder)
+        _drop_if_empty(folder)
+    return freed
+
+
 def remove(ref: str) -> int:
     """Delete a model from disk and return the bytes freed.
 
     A Hub or catalog model is deleted from the HF cache (all parts, every cached revision); an
     imported file is forgotten, and deleted only if `import --copy` made the copy; the demo
     copy is deleted (resolving it again re-assembles it from the installed package).
+    Interrupted downloads of the model go too. Another tool's model is never deleted: that
+    raises `RefError` saying so.
     """
+    refused = _foreign_refusal(ref)
+    if refused is not None:
+        raise RefError(refused)
+    orphaned = _remove_orphaned_partials(ref.strip())
+    if orphaned:
+        return orphaned
     from localbvi.store.refs import parse_ref, pick_quant_file, safe_is_file, split_parts
 
     text = ref.strip()
@@ -433,12 +527,14 @@ def remove(ref: str) -> int:
     elif parsed.kind == "hub-quant":
         assert parsed.repo is not None and parsed.quant is not None
         repo = parsed.repo
-        filename = pick_quant_file(repo, parsed.quant, hub.cached_files(repo), where="the cache")
+        on_disk = hub.cached_files(repo) + _partial_files(repo)
+        filename = pick_quant_file(repo, parsed.quant, on_disk, where="the cache")
     else:
         assert parsed.repo is not None and parsed.filename is not None
         repo, filename = parsed.repo, parsed.filename
 
     freed = sum(_remove_cached(repo, part) for part in split_parts(filename))
+    freed += _remove_partials(repo, split_parts(filename))
     if freed == 0:
         raise RefError(f"{shown} is not on disk; `localbvi models` lists what is")
     return freed

@@ -6,7 +6,10 @@ A reference (`REF`) is one of:
 - a catalog id, optionally with a quantization: `qwen2.5-0.5b-instruct:Q8_0` (default Q4_K_M);
 - a Hub repo with a quantization: `org/repo:Q4_K_M` (the one matching file, like llama.cpp
   `-hf`; without `:QUANT`, Q4_K_M);
-- a Hub file: `org/repo/path/file.gguf`.
+- a Hub file: `org/repo/path/file.gguf`;
+- another tool's model, used where it is: `ollama:NAME[:TAG]`,
+  `lmstudio:PUBLISHER/REPO/FILE.gguf`, `llamacpp:FILE.gguf`, `gpt4all:FILE.gguf`
+  (see `localbvi.store.foreign`).
 
 Split GGUFs (`…-00001-of-00003.gguf`) are fetched whole; the resolved path is the first part,
 which is what llama.cpp opens.
@@ -39,7 +42,7 @@ __all__ = [
     "split_parts",
 ]
 
-RefKind = Literal["path", "catalog", "hub-quant", "hub-file"]
+RefKind = Literal["path", "catalog", "hub-quant", "hub-file", "foreign"]
 
 MAX_REF_CHARS = 4096
 """Longest reference accepted: the longest path Linux can open (PATH_MAX)."""
@@ -143,6 +146,8 @@ def parse_ref(ref: str) -> ParsedRef:
     text = ref.strip()
     if not text:
         raise RefError("an empty model reference: give a path, a catalog id or org/repo:QUANT")
+    if _is_foreign(text):
+        return ParsedRef("foreign", ref)
     shown = _shown(text)
     if len(text) > MAX_REF_CHARS:
         raise RefError(
@@ -204,6 +209,12 @@ def parse_ref(ref: str) -> ParsedRef:
     if not filename.lower().endswith(".gguf"):
         raise RefError(f"'{shown}': '{_shown(filename, 60)}' is not a .gguf file")
     return ParsedRef("hub-file", ref, repo=repo, filename=filename, quant=guess_quant(filename))
+
+
+def _is_foreign(ref: str) -> bool:
+    from localbvi.store.foreign import is_foreign_ref
+
+    return is_foreign_ref(ref)
 
 
 def guess_quant(filename: str) -> str | None:
@@ -330,6 +341,10 @@ def _resolve(
     cancel: threading.Event | None,
     refresh: bool,
 ) -> ResolvedModel:
+    if _is_foreign(ref):  # another tool's file: nothing to download or refresh
+        from localbvi.store import foreign
+
+        return foreign.resolve(ref)
     parsed = parse_ref(ref)
     if parsed.kind == "hub-file" and safe_is_file(Path(ref).expanduser()):
         parsed = ParsedRef("path", ref, path=Path(ref).expanduser())

@@ -11,7 +11,7 @@ from textual.widgets.option_list import Option
 from localbvi.tui.services import format_size
 from localbvi.tui.state import ModelChoice
 
-__all__ = ["ModelList", "model_line"]
+__all__ = ["ModelList", "model_line", "source_label"]
 
 FIT_STYLE = {"fits": "green", "tight": "yellow", "won't fit": "bold red"}
 
@@ -39,9 +39,23 @@ def model_line(model: ModelChoice) -> Text:
     return line
 
 
+def source_label(model: ModelChoice) -> str | None:
+    """The other tool a model on disk belongs to ("Ollama", "LM Studio", …), if any."""
+    if model.source in ("catalog", "hf-cache", "demo", "imported", "file", "remote"):
+        return None
+    # Only another tool's model gets here, and only after the store listed it: importing the
+    # store now costs nothing, and keeps one table of tool names.
+    from localbvi.store.foreign import tool_label
+
+    return tool_label(model.source)
+
+
 def _state(model: ModelChoice) -> tuple[tuple[str, str], str]:
     if model.remote:
         return (" remote ", "bold black on yellow"), "  "
+    label = source_label(model) if model.downloaded else None
+    if label is not None:  # where it is on disk: another tool's folder, read-only
+        return (f"{label[:10]:<10}", "cyan"), ""
     if model.downloaded:
         return ("● on disk", "green"), " "
     return ("○ download", "dim"), ""
@@ -64,7 +78,14 @@ class ModelList(OptionList):
 
         def matches(model: ModelChoice) -> bool:
             hay = " ".join(
-                [model.display_name, model.ref, model.kind or "", model.quant, model.source]
+                [
+                    model.display_name,
+                    model.ref,
+                    model.kind or "",
+                    model.quant,
+                    model.source,
+                    source_label(model) or "",
+                ]
             ).lower()
             return all(word in hay for word in words)
 
