@@ -46,12 +46,12 @@ _MAX_LAYERS = 65536  # beyond any real model: a larger block_count is corrupt
 # within its own length can still claim absurd amounts: a sparse 64 GB file holds 2.6 billion
 # minimal tensor entries. Each cap keeps the reader under ~250 MB and a few seconds.
 _MAX_KVS = 1 << 16
-_MAX_TENSORS = 1 << 18
+_MAX_TENSORS = 1 << 16  # real models: ~300-1,200; old per-expert MoE files ~13,000
 _MAX_KEY_BYTES = 65535  # the GGUF spec's limit
 _MAX_TENSOR_NAME_BYTES = 63  # llama.cpp's GGML_MAX_NAME (64) counts the terminating NUL
 _MAX_STRING_BYTES = 16 * 1024 * 1024  # one metadata string (a chat template is ~2-50 kB)
 _MAX_TEXT_TOTAL = 32 * 1024 * 1024  # every metadata string together
-_MAX_ARRAY_STRINGS = 1 << 23  # elements of all string arrays together: each one is a hop
+_MAX_ARRAY_STRINGS = 1 << 22  # elements of all string arrays together: each one is a hop
 _MAX_SMALL_ARRAY_VALUES = 1 << 16  # numbers kept from small arrays, all keys together
 _MAX_TOKEN_BYTES = 1024  # the BOS/EOS token texts (real ones are a few bytes)
 

@@ -2,13 +2,16 @@
 
 A case runs as `python -c CODE ARGS` (or `python -m localbvi …`) in a new session with a unique
 environment token, so that everything it starts — the chat-template helper included — can be
-found afterwards in /proc. The child is reaped with `os.wait4`, whose resource usage is the
-child's own peak RSS or that of a descendant it waited for, whichever is larger. Linux only.
+found afterwards in /proc. Memory: a `sitecustomize` on PYTHONPATH makes every Python process
+of the case write its peak RSS (VmHWM) and that of the children it waited for when it exits.
+(`os.wait4`'s figure would not do: a forked child's peak starts at its parent's size, and the
+parent here is pytest.) Linux only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TOKEN_VAR = "LOCALBVI_TEST_CASE_TOKEN"
+_REPORT_VAR = "LOCALBVI_TEST_RSS_DIR"
+_SITECUSTOMIZE = f"""
+import atexit, json, os, resource
+
+def _report(where=os.environ.get({_REPORT_VAR!r})):
+    peak = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1])
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(os.path.join(where, str(os.getpid())), "w") as f:
+        json.dump([peak, children], f)
+
+if os.environ.get({_REPORT_VAR!r}):
+    atexit.register(_report)  # first registered, so it runs last: after helpers are reaped
+"""
 
 
 @dataclass(frozen=True)
@@ -30,7 +50,7 @@ class Outcome:
     seconds: float
     """From start to exit."""
     max_rss_mb: float
-    """Peak resident memory of the child or of any process it waited for."""
+    """Peak resident memory of any Python process of the case (0 if none could say)."""
     leftovers: tuple[int, ...]
     """Processes the case started that were still alive after it ended (then killed)."""
     after_signal_s: float | None = None
@@ -46,8 +66,16 @@ def run(
     argv: list[str], *, timeout: float = 30, signal_at: tuple[float, int] | None = None
 ) -> Outcome:
     token = uuid.uuid4().hex
-    env = {**os.environ, TOKEN_VAR: token}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.TemporaryDirectory() as site,
+    ):
+        reports = Path(site) / "reports"
+        reports.mkdir()
+        (Path(site) / "sitecustomize.py").write_text(_SITECUSTOMIZE, encoding="utf-8")
+        path = os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, TOKEN_VAR: token, _REPORT_VAR: str(reports), "PYTHONPATH": path}
         start = time.monotonic()
         proc = subprocess.Popen(
             argv,
@@ -59,9 +87,9 @@ def run(
             cwd=Path(__file__).resolve().parents[2],
         )
         signalled: float | None = None
-        status, usage = 0, None
+        status = 0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
             now = time.monotonic()
             if pid:
                 break
@@ -70,7 +98,7 @@ def run(
                 signalled = now
             if now - start > timeout:
                 os.killpg(proc.pid, signal.SIGKILL)  # our own child's session only
-                pid, status, usage = os.wait4(proc.pid, 0)
+                pid, status = os.waitpid(proc.pid, 0)
                 break
             time.sleep(0.01)
         ended = time.monotonic()
@@ -79,13 +107,15 @@ def run(
         err.seek(0)
         stdout = out.read().decode("utf-8", "replace")
         stderr = err.read().decode("utf-8", "replace")
+        leftovers = _reap_leftovers(token)
+        peaks = [max(json.loads(r.read_text())) for r in reports.iterdir()]
     return Outcome(
         returncode=proc.returncode,
         stdout=stdout,
         stderr=stderr,
         seconds=ended - start,
-        max_rss_mb=usage.ru_maxrss / 1024 if usage else 0.0,
-        leftovers=_reap_leftovers(token),
+        max_rss_mb=max(peaks, default=0) / 1024,
+        leftovers=leftovers,
         after_signal_s=None if signalled is None else ended - signalled,
     )
 

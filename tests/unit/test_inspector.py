@@ -15,6 +15,7 @@ import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import bounded_run
 import pytest
 
 from localbvi.errors import GGUFError
@@ -543,3 +544,248 @@ def test_real_file_copy_with_a_corrupt_vocab_length(gemma_base: Path, tmp_path: 
     message = refused(copy)
     assert "element 100000 of 'tokenizer.ggml.tokens'" in message
     assert "claims 2^60 bytes" in message
+
+
+# --- caps on what a file may claim ------------------------------------------------------------
+
+
+def sparse(path: Path, head: bytes, size: int) -> Path:
+    """`head`, then zeros up to `size` bytes that take no disk space."""
+    path.write_bytes(head)
+    os.truncate(path, size)
+    return path
+
+
+GB = 1 << 30
+
+
+def test_nonsense_hyperparameters_are_gguf_errors(tmp_path: Path) -> None:
+    base = [scalar("general.architecture", STRING, "llama")]
+    for key, vtype, value, expected in [
+        ("llama.context_length", I32, -5, "llama.context_length is -5"),
+        ("llama.context_length", U32, 0, "a training context length in tokens is between 1"),
+        ("llama.context_length", U64, 1 << 40, "is 1,099,511,627,776"),
+        ("llama.block_count", I32, -1, "a layer count is between 0 and 65,536"),
+        ("llama.embedding_length", I64, -640, "an embedding width"),
+        ("llama.attention.head_count_kv", I32, -2, "a KV head count"),
+        ("llama.attention.key_length", U32, 1 << 31, "a key width"),
+        ("llama.vocab_size", I32, -1, "a vocabulary size"),
+    ]:
+        message = refused(write(tmp_path, gguf([*base, scalar(key, vtype, value)])))
+        assert expected in message and "corrupt" in message, message
+
+
+def test_sizes_no_model_has_are_refused_before_reading(tmp_path: Path) -> None:
+    long_name = tensor("x" * 64, (4,), GGML_F32, 0)
+    assert "tensor #0" in refused(write(tmp_path, gguf([], [long_name], data=b"\0" * 32)))
+    key = s("k" * 65536) + struct.pack("<IB", U8, 1)
+    assert "metadata key #0" in refused(write(tmp_path, gguf([key])))
+    # a 17 MB chat template (the file holds it: zeros, sparse)
+    head = gguf([s("tokenizer.chat_template") + struct.pack("<IQ", STRING, 17_000_000)])
+    message = refused(sparse(tmp_path / "t.gguf", head, len(head) + 17_000_000))
+    assert "'tokenizer.chat_template'" in message and "is 17 MB long" in message
+    # three 15 MB strings: each is allowed, together they are not
+    kvs = [s(f"k{i}") + struct.pack("<IQ", STRING, 15_000_000) + b"\0" * 15_000_000 for i in "ab"]
+    kvs.append(s("kc") + struct.pack("<IQ", STRING, 15_000_000))
+    head = gguf(kvs)
+    message = refused(sparse(tmp_path / "t.gguf", head, len(head) + 15_000_000))
+    assert "texts add up to more than 34 MB" in message
+
+
+def test_a_huge_bos_token_text_is_refused(tmp_path: Path) -> None:
+    data = gguf(
+        [
+            array("tokenizer.ggml.tokens", STRING, ["<pad>", "b" * 2000]),
+            scalar("tokenizer.ggml.bos_token_id", U32, 1),
+        ]
+    )
+    assert "the text of token 1 (a BOS or EOS token) is 2 kB long" in refused(write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p.mkdir(), "is a folder, not a GGUF file"),
+        (lambda p: os.mkfifo(p), "is a named pipe (FIFO), not a GGUF file"),
+        (lambda p: p.symlink_to("/dev/zero"), "is a device, not a GGUF file"),
+    ],
+    ids=["folder", "fifo", "dev-zero"],
+)
+def test_special_files_are_refused_at_once(
+    tmp_path: Path, make: Callable[[Path], None], expected: str
+) -> None:
+    path = tmp_path / "x.gguf"
+    make(path)
+    # in a child process: were the check missing, reading a FIFO would hang this test run
+    outcome = bounded_run.python(
+        "-c",
+        "import sys\nfrom localbvi.inspector import inspect_gguf\nfrom localbvi.errors import "
+        "GGUFError\ntry:\n    inspect_gguf(sys.argv[1])\nexcept GGUFError as e:\n    print(e)",
+        str(path),
+        timeout=15,
+    )
+    assert outcome.returncode == 0, outcome.stderr
+    assert outcome.stdout.strip() == f"{path}: {expected}; give the path of a .gguf model file"
+    assert outcome.seconds < 10
+
+
+# --- hostile files, end to end: `localbvi info` in a child process ------------------------------
+
+
+@pytest.fixture(scope="module")
+def gemma_head(gemma_base: Path) -> tuple[bytes, int]:
+    """The real model's header (metadata, vocabulary, tensor infos) and its file size."""
+    info = inspect_gguf(gemma_base)
+    with gemma_base.open("rb") as f:
+        return f.read(info.data_offset), info.file_size
+
+
+def _patched_u32(head: bytes, key: str, vtype: int, fmt: str, value: int) -> bytes:
+    at = head.index(s(key)) + len(s(key))
+    assert struct.unpack_from("<I", head, at) == (U32,)  # same width: nothing else moves
+    return head[:at] + struct.pack(f"<I{fmt}", vtype, value) + head[at + 8 :]
+
+
+def _with_template(head: bytes, template: str) -> bytes:
+    """The header with a chat template key added first (32-byte multiple: data stays aligned)."""
+    kv = scalar("tokenizer.chat_template", STRING, template)
+    kv = scalar("tokenizer.chat_template", STRING, template + " " * (-len(kv) % 32))
+    n_tensors, n_kv = struct.unpack_from("<QQ", head, 8)
+    return head[:8] + struct.pack("<QQ", n_tensors, n_kv + 1) + kv + head[24:]
+
+
+def _flipped(head: bytes, seed: int) -> bytes:
+    rng = random.Random(seed)
+    data = bytearray(head)
+    for _ in range(30):
+        at = rng.randrange(len(data))
+        data[at] ^= 1 << rng.randrange(8)
+    return bytes(data)
+
+
+Corpus = dict[str, tuple[Path, str | None]]
+
+
+def hostile_files(tmp: Path, head: bytes, size: int) -> Corpus:
+    """The corpus: name -> (file, what `info` says; None where reading it may also succeed)."""
+    tokens_at = head.index(s("tokenizer.ggml.tokens")) + len(s("tokenizer.ggml.tokens"))
+    tmp.mkdir(exist_ok=True)
+    fifo = tmp / "fifo" / "x.gguf"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    dev_zero = tmp / "zero" / "x.gguf"
+    dev_zero.parent.mkdir()
+    dev_zero.symlink_to("/dev/zero")
+    folder = tmp / "folder.gguf"
+    folder.mkdir()
+    files: Corpus = {
+        "fifo": (fifo, "x.gguf"),
+        "dev-zero link": (dev_zero, "x.gguf"),
+        "folder": (folder, "folder"),
+        "sparse 64 GB of zeros": (sparse(tmp / "zeros.gguf", b"", 64 * GB), "not a GGUF file"),
+    }
+
+    def add(name: str, data: bytes, expected: str | None, length: int = 0) -> None:
+        path = tmp / f"{len(files)}.gguf"
+        files[name] = (sparse(path, data, max(length, len(data))), expected)
+
+    # sparse 64 GB files whose few header bytes claim what the zeros after them could hold
+    add("2^31 tensors", gguf([], n_tensors=1 << 31), "more than the 65,536", 64 * GB)
+    add("2^32 keys", gguf([], n_kv=1 << 32), "more than the 65,536", 64 * GB)
+    many_strings = s("tokenizer.ggml.tokens") + struct.pack("<IIQ", ARRAY, STRING, 1 << 32)
+    add("2^32 strings", gguf([many_strings]), "more than the 4,194,304", 64 * GB)
+    huge = s("tokenizer.chat_template") + struct.pack("<IQ", STRING, 60 * GB)
+    add("a 60 GB chat template", gguf([huge]), "is 64 GB long", 64 * GB)
+    add("a 60 GB key", gguf([struct.pack("<Q", 60 * GB)]), "metadata key #0", 64 * GB)
+    # the real model's header with one value damaged (the tensor data: sparse zeros)
+    add(
+        "negative context length",
+        _patched_u32(head, "gemma3.context_length", I32, "i", -5),
+        "gemma3.context_length is -5",
+        size,
+    )
+    add(
+        "absurd layer count",
+        _patched_u32(head, "gemma3.block_count", U32, "I", 0xFFFFFFFF),
+        "gemma3.block_count is 4,294,967,295",
+        size,
+    )
+    add(
+        "absurd embedding width",
+        _patched_u32(head, "gemma3.embedding_length", U32, "I", 0xFFFFFFFF),
+        "an embedding width",
+        size,
+    )
+    vocab_2_40 = head[: tokens_at + 8] + struct.pack("<Q", 1 << 40) + head[tokens_at + 16 :]
+    add("2^40 vocabulary entries", vocab_2_40, "claims 2^40 entries", size)
+    with_template = _with_template(head, "{{ x }}\n" + "y" * 10_000_000)
+    add("a 10 MB chat template", with_template, None, size + len(with_template) - len(head))
+    cuts = {"3": 3, "10": 10, "23": 23, "4096": 4096, "half": len(head) // 2}
+    cuts |= {"end-1": len(head) - 1, "end": len(head)}
+    for label, cut in cuts.items():
+        add(f"cut at {label}", head[:cut], "truncat" if cut > 3 else "not a GGUF file")
+    for seed in range(5):
+        add(f"30 flipped bits, seed {seed}", _flipped(head, seed), None, size)
+    return files
+
+
+INFO_CASES = [
+    "fifo",
+    "dev-zero link",
+    "folder",
+    "sparse 64 GB of zeros",
+    "2^31 tensors",
+    "2^32 keys",
+    "2^32 strings",
+    "a 60 GB chat template",
+    "a 60 GB key",
+    "negative context length",
+    "absurd layer count",
+    "absurd embedding width",
+    "2^40 vocabulary entries",
+    "a 10 MB chat template",
+    *[f"cut at {c}" for c in ("3", "10", "23", "4096", "half", "end-1", "end")],
+    *[f"30 flipped bits, seed {seed}" for seed in range(5)],
+]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory, gemma_head: tuple[bytes, int]) -> Corpus:
+    return hostile_files(tmp_path_factory.mktemp("hostile"), *gemma_head)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", INFO_CASES)
+def test_info_on_a_hostile_file_is_one_line(hostile: Corpus, name: str) -> None:
+    path, expected = hostile[name]
+    outcome = bounded_run.python("-m", "localbvi", "info", str(path), timeout=30)
+    assert "Traceback" not in outcome.stderr + outcome.stdout
+    assert outcome.seconds < 10, outcome.seconds
+    assert outcome.max_rss_mb < 512, outcome.max_rss_mb
+    assert outcome.leftovers == ()
+    if expected is None and outcome.returncode == 0:
+        assert "chat template:" in outcome.stdout
+        return
+    assert outcome.returncode == 1, outcome
+    assert outcome.stderr.startswith("localbvi: error: ") and outcome.stderr.count("\n") == 1
+    if expected is not None:
+        assert expected in outcome.stderr, outcome.stderr
+
+
+@pytest.mark.slow
+def test_a_10_mb_template_is_read_but_not_rendered(hostile: Corpus) -> None:
+    path, _ = hostile["a 10 MB chat template"]
+    code = (
+        "import sys\nfrom localbvi.inspector import inspect_gguf\n"
+        "from localbvi.engine.templates import render_chat\nfrom localbvi.errors import "
+        "TemplateError\ninfo = inspect_gguf(sys.argv[1])\nprint(len(info.chat_template))\n"
+        "try:\n    render_chat(info.chat_template, [], bos_token='', eos_token='', "
+        "origin=info.path.name)\nexcept TemplateError as e:\n    print(e)"
+    )
+    outcome = bounded_run.python("-c", code, str(path))
+    assert outcome.returncode == 0, outcome.stderr
+    length, message = outcome.stdout.splitlines()
+    assert 10_000_000 < int(length) < 10_000_100
+    assert message.startswith(f"the chat template of {path.name} is 10,000,")
+    assert "not a chat template" in message and "models.toml" in message
+    assert outcome.seconds < 10 and outcome.max_rss_mb < 512 and outcome.leftovers == ()
