@@ -246,7 +246,7 @@ def _render(args: argparse.Namespace) -> int:
         rendered = opened.engine.render(messages)
     finally:
         opened.engine.close()
-    sys.stdout.write(rendered.text)
+    sys.stdout.write(printable(rendered.text))  # the template comes from the model file
     sys.stdout.flush()
     if args.tokens:
         print(file=sys.stderr)
@@ -258,9 +258,6 @@ def _render(args: argparse.Namespace) -> int:
 
 
 # -- session recording (best effort: a broken sessions database never stops a generation) --
-
-_BUSY_TIMEOUT_S = 1.0
-"""How long a save waits for another localbvi writing the sessions database."""
 
 
 class _Recorder:
@@ -309,7 +306,7 @@ class _Recorder:
         if self.store is None:
             from localbvi.sessions import SessionStore
 
-            self.store = SessionStore(busy_timeout=_BUSY_TIMEOUT_S)
+            self.store = SessionStore()
         return self.store
 
     def close(self) -> None:

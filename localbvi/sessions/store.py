@@ -230,9 +230,14 @@ def _translate(exc: sqlite3.Error, path: Path) -> SessionStoreError:
 class SessionStore:
     """The sessions database. Safe to share between threads; close it when done."""
 
-    def __init__(self, path: Path | None = None, *, busy_timeout: float = 5.0) -> None:
-        """Open (creating or upgrading) the database; `busy_timeout` is how long a write
-        waits for another process holding the database before it fails as busy."""
+    def __init__(self, path: Path | None = None, *, busy_timeout: float = 1.0) -> None:
+        """Open (creating or upgrading) the database.
+
+        `busy_timeout` is how long a write waits while another process holds the database
+        before it fails as busy. Each write is one small transaction, so a second is ample
+        for two localbvis sharing the file, and short enough that a database someone keeps
+        locked costs a chat only a moment before it is reported as not saved.
+        """
         self.path = path or default_db_path()
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
