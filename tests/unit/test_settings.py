@@ -181,3 +181,15 @@ def test_api_key_in_place_of_a_variable_name_is_refused() -> None:
     loaded = load_settings()
     assert "not hold the key itself" in (loaded.problem or "")
     assert loaded.settings.remote == ()
+
+
+def test_thousands_of_stray_keys_give_a_short_message() -> None:
+    path = settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_text('theme = "nord"\n' + "".join(f"stray{i} = {i}\n" for i in range(20_000)))
+    loaded = load_settings()
+    problem = loaded.problem or ""
+    assert loaded.settings.theme == "nord"
+    assert "unknown setting 'stray0'" in problem and "unknown setting 'stray19'" in problem
+    assert "… and 19980 more problems" in problem
+    assert len(problem.splitlines()) == 22 and len(problem) < 10_000

@@ -208,3 +208,13 @@ def test_save_target_names_the_file_a_save_would_write() -> None:
     target = save_target()
     assert target.path.name == "settings.saved.toml"
     assert target.note is not None and "not valid TOML" in target.note
+
+
+def test_a_file_too_large_to_edit_in_place_is_left_alone() -> None:
+    text = 'theme = "nord"\n' + "# a long note\n" * 5000  # 70 kB: read, not rewritten
+    path = _write(text)
+    assert load_settings().settings.theme == "nord"
+    saved = save_settings(_edited(load_settings().settings))
+    assert path.read_text() == text
+    assert saved.note is not None and "more than localbvi edits in place (64 kB)" in saved.note
+    assert load_settings(saved.path).settings == _edited(load_settings().settings)
