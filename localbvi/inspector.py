@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from localbvi.errors import GGUFError
+from localbvi.errors import GGUFError, printable, shorten
 
 __all__ = [
     "ArrayInfo",
@@ -327,22 +327,26 @@ def format_size(n_bytes: int) -> str:
 
 
 def format_info(info: GGUFInfo) -> str:
-    """The text `localbvi info` prints: one aligned `key: value` line per fact."""
+    """The text `localbvi info` prints: one aligned `key: value` line per fact.
+
+    Texts from the file are cut short and stripped of terminal control sequences: a header
+    can hold a 16 MB name or escape codes that would retitle or clear the user's terminal.
+    """
     params = f"{info.parameter_count:,}"
     if info.size_label:
-        params = f"{info.size_label} ({params})"
+        params = f"{_shown(info.size_label, 40)} ({params})"
     if info.chat_template is not None:
         first = next((ln.strip() for ln in info.chat_template.splitlines() if ln.strip()), "")
         if len(first) > 60:
             first = first[:57] + "..."
-        template = f"yes: {first}" if first else "yes (empty)"
+        template = f"yes: {_shown(first, 60)}" if first else "yes (empty)"
     else:
         template = "no (a base model: use raw completion)"
     rows: list[tuple[str, str]] = [
-        ("file", str(info.path)),
+        ("file", printable(str(info.path))),
         ("size", format_size(info.file_size)),
-        ("architecture", info.architecture),
-        ("name", info.name),
+        ("architecture", _shown(info.architecture, 60)),
+        ("name", _shown(info.name, 120)),
         ("parameters", params),
         ("quantization", info.quantization),
         ("context", f"{info.context_length:,} tokens" if info.context_length else "unknown"),
@@ -886,6 +890,11 @@ def _quantization(metadata: Mapping[str, object], tensors: tuple[TensorInfo, ...
 
 def _ram_contexts(info: GGUFInfo) -> list[int]:
     return sorted({2048, 4096} | ({info.context_length} if info.context_length else set()))
+
+
+def _shown(text: str, limit: int) -> str:
+    """Untrusted text from the header, on one line, short, without control sequences."""
+    return shorten(" ".join(printable(text).split()), limit)
 
 
 def _token_text(text: str | None, token_id: int | None) -> str:

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from localbvi.cli.common import progress_printer
-from localbvi.errors import RefError
+from localbvi.errors import RefError, printable
 
 __all__ = ["doctor_facts", "register"]
 
@@ -53,7 +53,7 @@ def _info(args: argparse.Namespace) -> int:
     else:
         print(format_info(info))
         if args.template and info.chat_template:
-            print("\n" + info.chat_template)
+            print("\n" + printable(info.chat_template))  # a file's text: no escape codes
     return 0
 
 

@@ -789,3 +789,22 @@ def test_a_10_mb_template_is_read_but_not_rendered(hostile: Corpus) -> None:
     assert message.startswith(f"the chat template of {path.name} is 10,000,")
     assert "not a chat template" in message and "models.toml" in message
     assert outcome.seconds < 10 and outcome.max_rss_mb < 512 and outcome.leftovers == ()
+
+
+def test_format_info_shows_header_texts_short_and_inert(tmp_path: Path) -> None:
+    data = gguf(
+        [
+            scalar("general.architecture", STRING, "llama\x1b]0;pwned\x07"),
+            scalar("general.name", STRING, "\x1b[2J" + "N" * 100_000),
+            scalar("general.size_label", STRING, "1B\nfake: line"),
+            scalar("tokenizer.chat_template", STRING, "{{ '\x1b[31m' }}"),
+        ]
+    )
+    text = format_info(inspect_gguf(write(tmp_path, data)))
+    assert "\x1b" not in text and "\x07" not in text
+    rows = dict(line.split(":", 1) for line in text.splitlines())
+    assert len(rows) == len(text.splitlines()) == 13  # no line smuggled in
+    assert rows["architecture"].strip() == "llama"
+    assert rows["name"].strip() == "N" * 119 + "…"
+    assert rows["parameters"].strip() == "1B fake: line (0)"
+    assert rows["chat template"].strip() == "yes: {{ '' }}"
