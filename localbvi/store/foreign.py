@@ -189,7 +189,7 @@ def _entries(folder: Path, budget: _Budget) -> list[os.DirEntry[str]]:
                 if not budget.take():
                     break
                 out.append(entry)
-    except OSError:
+    except (OSError, ValueError):  # unreadable, or a name the system cannot take (NUL)
         return []
     return sorted(out, key=lambda e: e.name)
 
@@ -449,11 +449,13 @@ def find(ref: str) -> ForeignModel:
     if (
         len(pieces) != depth
         or not all(p and p not in (".", "..") and "\\" not in p for p in pieces)
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
         or not _is_gguf_name(pieces[-1])
     ):
         shape = "PUBLISHER/REPO/FILE.gguf" if tool == "lmstudio" else "FILE.gguf"
         raise RefError(
-            f"'{_shown(ref)}' is not a {TOOLS[tool]} model: use {_PREFIX_OF[tool]}{shape}"
+            f"'{_shown(ref)}' does not name a model the way {TOOLS[tool]} keeps it: use "
+            f"{_PREFIX_OF[tool]}{shape}"
         )
     for root in locations(tool):
         folder = root.joinpath(*pieces[:-1])
@@ -481,7 +483,10 @@ def resolve(ref: str) -> ResolvedModel:
 
 def owner(path: Path) -> tuple[Tool, Path] | None:
     """The tool whose folder holds `path` (as written or once links are resolved), if any."""
-    candidates = {os.path.abspath(path.expanduser()), os.path.realpath(path.expanduser())}
+    try:
+        candidates = {os.path.abspath(path.expanduser()), os.path.realpath(path.expanduser())}
+    except (OSError, ValueError):
+        return None  # not a path the system can take, so in no tool's folder
     for tool in TOOLS:
         for root in locations(tool):
             roots = {os.path.abspath(root), os.path.realpath(root)}

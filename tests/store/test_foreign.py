@@ -208,3 +208,22 @@ def test_a_discovered_model_loads_and_completes(
     assert code == 0, err
     assert out.strip(), "the model produced no text"
     assert "tok/s" in err or "tokens" in err
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "ollama:" + "a" * 5000,
+        "ollama:a\x00b",
+        "lmstudio:pub/repo/x\x1b[31m.gguf",
+        "lmstudio:only-a-file.gguf",
+        "gpt4all:../escape.gguf",
+        "llamacpp:" + "b" * 5000 + ".gguf",
+    ],
+)
+def test_bad_foreign_refs_are_one_short_line(ref: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["rm", ref], ["info", ref], ["pull", ref]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("localbvi: error: ") and err.count("\n") == 1, err[:300]
+        assert len(err) < 400 and "\x1b" not in err and "\x00" not in err
