@@ -330,6 +330,8 @@ def _ollama_model(root: Path, root_real: str, manifest: Path, name: str) -> Fore
     if digest is None:
         return None
     blob = root / "blobs" / f"sha256-{digest[1]}"
+    if not blob.exists() and (root / "blobs" / f"sha256:{digest[1]}").exists():
+        blob = root / "blobs" / f"sha256:{digest[1]}"  # older Ollama versions named it so
     size = _gguf_size(blob, root_real)
     if size is None:
         return None

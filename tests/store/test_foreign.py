@@ -227,3 +227,10 @@ def test_bad_foreign_refs_are_one_short_line(ref: str, capsys: pytest.CaptureFix
         err = capsys.readouterr().err
         assert err.startswith("localbvi: error: ") and err.count("\n") == 1, err[:300]
         assert len(err) < 400 and "\x1b" not in err and "\x00" not in err
+
+
+def test_older_ollama_blob_names_are_found(capsys: pytest.CaptureFixture[str]) -> None:
+    blob = ollama_model("old:7b", GGUF)
+    old_name = blob.with_name(blob.name.replace("sha256-", "sha256:"))
+    blob.rename(old_name)
+    assert _models_json(capsys)["ollama:old:7b"]["path"] == str(old_name)
