@@ -147,6 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if interrupts.fired:
                 # The process is ending: a second Ctrl-C must not interrupt its exit.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+                # CPython remembers a KeyboardInterrupt that crossed an exec() of a string
+                # (dataclasses build methods that way while a module imports) and then ends
+                # the process by SIGINT instead of with our exit code; any exec resets that.
+                exec("None")
             else:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ __all__ = [
     "emit_json",
     "gpu_layers",
     "json_safe",
+    "json_text",
     "load_config_from",
     "progress_printer",
     "sampling_from",
@@ -213,10 +215,23 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+_C1 = re.compile("[\x7f-\x9f]")
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """Strict JSON (NaN and infinities as null) that is inert on a terminal.
+
+    JSON escapes C0 controls (ESC becomes \\u001b) but not DEL and the C1 range, which some
+    terminals obey; those are escaped too. They only occur inside strings, so this is exact.
+    """
+    text = json.dumps(json_safe(value), ensure_ascii=False, allow_nan=False, indent=indent)
+    return _C1.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def emit_json(obj: dict[str, Any], out: TextIO | None = None) -> None:
     """One JSON Lines record (strict JSON: never NaN), flushed so a reader sees it at once."""
     stream = out or sys.stdout
-    stream.write(json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False) + "\n")
+    stream.write(json_text(obj) + "\n")
     stream.flush()
 
 

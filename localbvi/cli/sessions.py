@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from localbvi.cli.common import json_text
 from localbvi.errors import printable
 from localbvi.sessions import EXPORT_FORMATS, SessionStore, SessionSummary, default_db_path, render
 
@@ -90,8 +90,7 @@ def _sessions(args: argparse.Namespace) -> int:
         rows = found.sessions
         _skipped_note(found.skipped, "session")
     if args.json:
-        data = [r.to_json() for r in rows]
-        print(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False))
+        print(json_text([r.to_json() for r in rows], indent=2))
     elif rows:
         print(_table(rows))
     elif args.search:

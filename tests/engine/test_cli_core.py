@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,7 +148,8 @@ def test_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     proc = cli(*args)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert "--help" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "error: " in proc.stderr
+    assert proc.stderr.endswith("--help')\n")
 
 
 def test_missing_model_file_exits_1() -> None:
@@ -223,3 +226,70 @@ def test_complete_and_chat_are_recorded_as_sessions(gemma_base: Path, gemma_inst
     proc = cli("export", str(chat_id), "--format", "md")
     assert proc.returncode == 0, proc.stderr
     assert "Hello there" in proc.stdout
+
+
+# -- Ctrl-C ----------------------------------------------------------------------------------
+
+
+def _start(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "localbvi", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _interrupt(proc: subprocess.Popen[bytes]) -> tuple[float, str]:
+    """SIGINT, as Ctrl-C sends; returns (seconds until the process ended, its stderr)."""
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    finally:
+        proc.kill()
+    elapsed = time.monotonic() - started
+    assert proc.stderr is not None
+    return elapsed, proc.stderr.read().decode()
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_reply_exits_130_within_a_second(gemma_base: Path) -> None:
+    proc = _start("complete", "-m", str(gemma_base), "--max-tokens", "4000", "Once upon a time")
+    assert proc.stdout is not None
+    assert proc.stdout.read(8)  # the reply is streaming
+    elapsed, err = _interrupt(proc)
+    assert proc.returncode == 130, err
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    assert "Traceback" not in err
+    assert err.endswith("localbvi: interrupted\n")
+    # What was shown is saved, flagged as cancelled.
+    listed = json.loads(cli("sessions", "--json").stdout)
+    assert [s["title"] for s in listed] == ["Once upon a time"]
+    export = json.loads(cli("export", str(listed[0]["id"]), "--format", "json").stdout)
+    assert export["messages"][0]["status"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_model_runs_exits_130(gemma_base: Path) -> None:
+    proc = _start("complete", "-m", str(gemma_base), "-")  # waits for the prompt on stdin
+    time.sleep(1.5)
+    elapsed, err = _interrupt(proc)
+    assert proc.returncode == 130, err
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    assert err == "localbvi: interrupted\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_chat_stops_the_reply_and_the_chat_goes_on(gemma_instruct: Path) -> None:
+    proc = _start("chat", "-m", str(gemma_instruct), "--max-tokens", "4000", "--no-save")
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"Tell me a very long story.\n")
+    proc.stdin.flush()
+    assert proc.stdout.read(8)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.5)  # longer than the exit deadline: the chat must still be there
+    assert proc.poll() is None
+    _, err = proc.communicate(b"/exit\n", timeout=60)
+    assert proc.returncode == 0, err
+    assert b"(reply cancelled)" in err and b"Traceback" not in err
