@@ -27,6 +27,7 @@ __all__ = [
     "all_models",
     "format_size",
     "remote_choices",
+    "search_hub",
 ]
 
 
@@ -121,6 +122,29 @@ def all_models(
     out.extend(m for m in local if m.path not in seen_paths)
     out.extend(remote_choices(remote))
     return out
+
+
+def search_hub(text: str, n_ctx: int, limit: int = 20) -> tuple[list[ModelChoice], int]:
+    """GGUF files on the Hub matching `text` as picker rows (one per quantization), and the
+    number of repositories found. Blocks on the network: call it from a thread worker."""
+    from localbvi.store.hubapi import search_gguf
+
+    results = search_gguf(text, limit=limit, n_ctx=n_ctx)
+    rows = [
+        ModelChoice(
+            ref=result.ref(option),
+            display_name=result.repo,
+            kind=None,
+            quant=option.quant,
+            size=option.size,
+            ram_fit=result.ram_fit.get(option.file, ""),
+            gated=bool(result.gated),
+            source="hub",
+        )
+        for result in results
+        for option in result.quants
+    ]
+    return rows, len(results)
 
 
 def hub_reachable(timeout_s: float = 2.0) -> bool:

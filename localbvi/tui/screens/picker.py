@@ -27,6 +27,13 @@ class PickerScreen(ModalScreen[ModelChoice | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss_picker", "Close", id="picker.close"),
         Binding("enter", "pick", "Load", id="picker.load", priority=True),
+        Binding(
+            "ctrl+f",
+            "search_hub",
+            "Search Hub",
+            id="picker.search_hub",
+            tooltip="Find any GGUF model on the Hugging Face Hub (the filter text is the query)",
+        ),
         Binding("down", "move(1)", "Next", id="picker.next", show=False, priority=True),
         Binding("up", "move(-1)", "Previous", id="picker.previous", show=False, priority=True),
     ]
@@ -84,6 +91,16 @@ class PickerScreen(ModalScreen[ModelChoice | None]):
             self.notify("No model matches the filter")
             return
         self.dismiss(model)
+
+    def action_search_hub(self) -> None:
+        """Search the Hub with the filter's words; a picked result loads like a catalog model."""
+        from localbvi.tui.screens.hub_search import HubSearchScreen
+
+        def picked(choice: ModelChoice | None) -> None:
+            if choice is not None:
+                self.dismiss(choice)
+
+        self.app.push_screen(HubSearchScreen(self.query_one("#filter", Input).value), picked)
 
     def action_dismiss_picker(self) -> None:
         self.dismiss(None)
