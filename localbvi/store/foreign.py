@@ -127,40 +127,41 @@ def _env_path(name: str) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+_OVERRIDES: dict[Tool, str] = {
+    "lmstudio": "LMSTUDIO_MODELS",
+    "ollama": "OLLAMA_MODELS",
+    "llama.cpp": "LLAMA_CACHE",
+    "gpt4all": "GPT4ALL_MODELS",
+}
+
+
 def locations(tool: Tool) -> list[Path]:
     """The folders to look in for `tool`: its environment override, else its defaults."""
-    home = Path.home()
+    override = _env_path(_OVERRIDES[tool])
+    if override is not None:
+        return [override]
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):  # no HOME and no password entry: no default folders
+        return []
+    local = os.environ.get("LOCALAPPDATA")
     if tool == "lmstudio":
-        override = _env_path("LMSTUDIO_MODELS")
-        if override is not None:
-            return [override]
         return [home / ".lmstudio" / "models", home / ".cache" / "lm-studio" / "models"]
     if tool == "ollama":
-        override = _env_path("OLLAMA_MODELS")
-        if override is not None:
-            return [override]
         found = [home / ".ollama" / "models"]
         if sys.platform.startswith("linux"):
             found.append(Path("/usr/share/ollama/.ollama/models"))  # the Linux service's
         return found
     if tool == "llama.cpp":
-        override = _env_path("LLAMA_CACHE")
-        if override is not None:
-            return [override]
         if sys.platform == "darwin":
             return [home / "Library" / "Caches" / "llama.cpp"]
         if sys.platform == "win32":
-            local = os.environ.get("LOCALAPPDATA")
             return [Path(local) / "llama.cpp"] if local else []
         xdg = os.environ.get("XDG_CACHE_HOME")
         return [(Path(xdg) if xdg else home / ".cache") / "llama.cpp"]
-    override = _env_path("GPT4ALL_MODELS")
-    if override is not None:
-        return [override]
     if sys.platform == "darwin":
         return [home / "Library" / "Application Support" / "nomic.ai" / "GPT4All"]
     if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA")
         return [Path(local) / "nomic.ai" / "GPT4All"] if local else []
     xdg = os.environ.get("XDG_DATA_HOME")
     return [(Path(xdg) if xdg else home / ".local" / "share") / "nomic.ai" / "GPT4All"]
@@ -330,7 +331,7 @@ def _ollama_model(root: Path, root_real: str, manifest: Path, name: str) -> Fore
     if digest is None:
         return None
     blob = root / "blobs" / f"sha256-{digest[1]}"
-    if not blob.exists() and (root / "blobs" / f"sha256:{digest[1]}").exists():
+    if not os.path.lexists(blob) and os.path.lexists(root / "blobs" / f"sha256:{digest[1]}"):
         blob = root / "blobs" / f"sha256:{digest[1]}"  # older Ollama versions named it so
     size = _gguf_size(blob, root_real)
     if size is None:
@@ -368,7 +369,7 @@ def scan(tools: tuple[Tool, ...] = tuple(TOOLS)) -> list[ForeignModel]:
     found: dict[str, ForeignModel] = {}
     for tool in tools:
         for root in locations(tool):
-            if not root.is_dir():
+            if not os.path.isdir(root):  # never raises (a folder we may not enter)
                 continue
             if tool == "lmstudio":
                 models: Iterator[ForeignModel] = _scan_lmstudio(root)

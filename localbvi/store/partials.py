@@ -124,7 +124,7 @@ def scan(cache: Path, repo: str | None = None) -> list[Partial]:
     for folder in sorted(folders):
         name = repo_of(folder)
         blobs = folder / "blobs"
-        if name is None or not blobs.is_dir():
+        if name is None or not os.path.isdir(blobs):
             continue
         try:
             candidates = sorted(blobs.glob(f"*{SUFFIX}"))
@@ -154,5 +154,5 @@ def sweep_notes(blobs: Path) -> None:
     """Delete notes whose partial file is gone (a failed download deletes its bytes)."""
     with contextlib.suppress(OSError):
         for note in blobs.glob(f"*{SUFFIX}.json"):
-            if not note.with_name(note.name.removesuffix(".json")).exists():
+            if not os.path.lexists(note.with_name(note.name.removesuffix(".json"))):
                 note.unlink(missing_ok=True)
