@@ -516,10 +516,11 @@ def search_gguf(text: str, *, limit: int = 10, n_ctx: int = 4096) -> list[Search
         def details(row: RepoSummary) -> SearchResult:
             problems: list[str] = []
             gated = row.gated
-            try:
-                gated = api.model_info(row.id).gated
-            except HubError as exc:
-                problems.append(str(exc))
+            if gated is None:  # the listing did not say: ask the repo itself
+                try:
+                    gated = api.model_info(row.id).gated
+                except HubError as exc:
+                    problems.append(str(exc))
             options: list[QuantOption] = []
             try:
                 options = quant_options(api.tree(row.id))

@@ -10,7 +10,7 @@ On top of downloads and file trees it answers, like huggingface.co:
 
 Like the real Hub, metadata of a gated repo is public and only its files need the token;
 `gate_metadata = True` makes metadata need it too (a private repo). Every request's
-`Authorization` header is recorded in `auth_seen`, every query string in `queries`. Knobs:
+`Authorization` header is recorded in `auth_by_path`, every query string in `queries`. Knobs:
 `raw_list` (bytes sent as the listing, for broken or oversized answers), `delay_s`.
 """
 
@@ -46,7 +46,7 @@ class HubApiServer(HubServer):
     def __init__(self) -> None:
         super().__init__()
         self.meta: dict[str, ModelMeta] = {}
-        self.auth_seen: list[tuple[str, str | None]] = []
+        self.auth_by_path: list[tuple[str, str | None]] = []
         self.queries: list[dict[str, str]] = []
         self.gate_metadata = False
         self.raw_list: bytes | None = None
@@ -88,7 +88,7 @@ class HubApiServer(HubServer):
     def auth_for(self, path_prefix: str) -> list[str | None]:
         """The Authorization headers of the requests whose path starts with `path_prefix`."""
         with self.lock:
-            return [auth for path, auth in self.auth_seen if path.startswith(path_prefix)]
+            return [auth for path, auth in self.auth_by_path if path.startswith(path_prefix)]
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -107,7 +107,7 @@ class _ApiHandler(_Handler):
         path = unquote(split.path)
         query = {k: v[0] for k, v in parse_qs(split.query).items()}
         with self.hub.lock:
-            self.hub.auth_seen.append((path, self.headers.get("Authorization")))
+            self.hub.auth_by_path.append((path, self.headers.get("Authorization")))
             self.hub.queries.append({"path": path, **query})
         if self.hub.delay_s:
             time.sleep(self.hub.delay_s)

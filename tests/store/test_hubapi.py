@@ -100,6 +100,28 @@ def api_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubApiServer]:
         gated=True,
         downloads=50,
     )
+    # Only the cards say where these come from (no base_model tags): the authors' claims.
+    server.add_model(
+        "card/Bar-GGUF",
+        files={"bar-Q4_K_M.gguf": b"x"},
+        tags=["gguf"],
+        card_data={"base_model": ["card/Bar-Chat", "card/Other"]},
+    )
+    server.add_model("card/Bar-Chat", card_data={"base_model": "card/Bar"})
+    server.add_model("card/Bar")
+    server.add_model(
+        "card/Bar-Base-GGUF",
+        files={"bar-base-Q4_K_M.gguf": b"x"},
+        tags=["gguf", "base_model:quantized:card/Bar"],
+    )
+    # A chain longer than anyone publishes: followed 6 links, then given up.
+    server.add_model(
+        "long/L0-GGUF",
+        files={"l0-Q4_K_M.gguf": b"x"},
+        tags=["gguf", "base_model:quantized:long/L1"],
+    )
+    for n in range(1, 10):
+        server.add_model(f"long/L{n}", tags=[f"base_model:finetune:long/L{n + 1}"])
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH"):
@@ -397,6 +419,29 @@ def test_a_loop_in_the_metadata_is_reported_not_followed(
     assert "loop (loop/B → loop/C → loop/B)" in one_error_line(err)
     info_requests = [q for q in api_hub.queries if q["path"].startswith("/api/models/loop/")]
     assert len(info_requests) == 3
+
+
+def test_pair_falls_back_to_the_cards_base_model_field(
+    api_hub: HubApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["pair", "card/Bar-GGUF", "--json"], capsys)
+    assert code == 0
+    record = json.loads(out)
+    assert record["kind"] == "instruct" and record["sibling"] == "card/Bar-Base-GGUF"
+    evidence = [h["evidence"] for h in record["evidence"]]
+    assert evidence[0] == "cardData.base_model = card/Bar-Chat (first of 2)"
+    assert evidence[1] == "cardData.base_model = card/Bar"
+
+
+def test_a_long_chain_is_followed_at_most_six_links(
+    api_hub: HubApiServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["pair", "long/L0-GGUF"], capsys)
+    assert code == 1
+    assert out.count("fine-tuned from") + out.count("quantized from") == 6
+    assert "stopped after 6 links without reaching a base model" in one_error_line(err)
+    asked = [q["path"] for q in api_hub.queries if q["path"].startswith("/api/models/long/")]
+    assert len(asked) == 7  # the start and the six repos it led to, nothing more
 
 
 def test_pair_save_writes_the_catalog_and_models_lists_it(
