@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -326,10 +327,33 @@ def _network_problem(exc: Exception, what: str) -> HubError:
             f"{endpoint} sent us to an address we do not follow for {what} ({detail}); "
             "check HF_ENDPOINT"
         )
+    proxy = _proxy_for(hub.hub_endpoint())
+    if proxy is not None:
+        return HubError(
+            f"cannot reach {endpoint} for {what} through the proxy {_shown(proxy, 60)} "
+            f"({detail}): check that proxy (HTTPS_PROXY / HTTP_PROXY), or list the Hub's host "
+            "in NO_PROXY if it needs none"
+        )
     return HubError(
         f"cannot reach {endpoint} for {what} ({detail}): you seem to be offline; connect, or "
         "set HTTPS_PROXY if you are behind a proxy, then try again"
     )
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url` (as httpx reads it), without credentials."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        proxies = urllib.request.getproxies_environment()
+        proxy = proxies.get(parts.scheme) or proxies.get("all")
+        # Undocumented but present on every CPython: NO_PROXY as urllib (and httpx) read it.
+        bypass = getattr(urllib.request, "proxy_bypass_environment", None)
+        if not proxy or (bypass is not None and bypass(parts.hostname or "", proxies)):
+            return None
+        shown = urllib.parse.urlsplit(proxy)
+        return f"{shown.scheme}://{shown.hostname}" + (f":{shown.port}" if shown.port else "")
+    except ValueError:
+        return None
 
 
 def _checked_endpoint() -> str:

@@ -11,7 +11,8 @@ On top of downloads and file trees it answers, like huggingface.co:
 Like the real Hub, metadata of a gated repo is public and only its files need the token;
 `gate_metadata = True` makes metadata need it too (a private repo). Every request's
 `Authorization` header is recorded in `auth_by_path`, every query string in `queries`. Knobs:
-`raw_list` (bytes sent as the listing, for broken or oversized answers), `delay_s`.
+`raw_list` (bytes sent as the listing, for broken or oversized answers), `delay_s`,
+`fail_status`.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class HubApiServer(HubServer):
         self.gate_metadata = False
         self.raw_list: bytes | None = None
         self.delay_s = 0.0
+        self.fail_status: int | None = None
+        """Every `/api/` request answers this status (429 rate limit, 503 outage…)."""
 
     def add_model(
         self,
@@ -111,6 +114,9 @@ class _ApiHandler(_Handler):
             self.hub.queries.append({"path": path, **query})
         if self.hub.delay_s:
             time.sleep(self.hub.delay_s)
+        if self.hub.fail_status is not None and path.startswith("/api/"):
+            self._error(self.hub.fail_status, "Failure")
+            return
         if path == "/api/models":
             self._list(query)
             return

@@ -342,6 +342,36 @@ def test_broken_or_oversized_answers_are_refused(
     assert problem in line and "did not answer like the Hugging Face Hub" in line
 
 
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        (429, "wait a minute and try again; logged-in users get a higher limit (`hf auth login`)"),
+        (503, "try again later (see https://status.huggingface.co)"),
+        (502, "check your proxy, or try again later"),
+    ],
+)
+def test_refusals_say_what_to_do(
+    api_hub: HubApiServer, capsys: pytest.CaptureFixture[str], status: int, advice: str
+) -> None:
+    api_hub.fail_status = status
+    code, _, err = run(["search", "foo"], capsys)
+    assert code == 1
+    line = one_error_line(err)
+    assert str(status) in line and advice in line
+
+
+def test_a_dead_proxy_is_named(
+    api_hub: HubApiServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://user:secret@127.0.0.1:9")
+    code, _, err = run(["search", "foo"], capsys)
+    assert code == 1
+    line = one_error_line(err)
+    assert "through the proxy http://127.0.0.1:9" in line and "HTTPS_PROXY" in line
+    assert "secret" not in line
+    assert api_hub.queries == []  # the request never got past the proxy
+
+
 def test_a_slow_hub_times_out_with_advice(api_hub: HubApiServer) -> None:
     api_hub.delay_s = 2.0
     with HubApi(timeout_s=0.3) as api, pytest.raises(HubError, match="did not answer in time"):
