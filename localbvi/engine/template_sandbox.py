@@ -31,6 +31,9 @@ from functools import lru_cache, update_wrapper
 from typing import IO, Any, NoReturn, TypeGuard
 
 import jinja2
+from jinja2 import nodes
+from jinja2.ext import Extension
+from jinja2.parser import Parser
 from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
@@ -98,18 +101,51 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+class _GenerationTag(Extension):
+    """Hugging Face's `{% generation %}…{% endgeneration %}` (it marks training targets)."""
+
+    tags = {"generation"}  # noqa: RUF012 - the type Jinja declares
+
+    def parse(self, parser: Parser) -> list[nodes.Node]:
+        parser.stream.skip(1)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | str | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    """Hugging Face's `tojson` (keys in order, no HTML escaping), not Jinja's HTML one."""
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox, with every step that could grow without bound checked first."""
+    """The sandbox, with every step that could grow without bound checked first.
+
+    Otherwise it is the environment Hugging Face transformers and llama-cpp-python give chat
+    templates: `loopcontrols` ({% break %}), the `generation` tag, their `tojson`.
+    """
 
     intercepted_binops = frozenset({"+", "*", "**", "%"})
 
     def __init__(self) -> None:
-        super().__init__(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+        super().__init__(
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            extensions=[_GenerationTag, "jinja2.ext.loopcontrols"],
+        )
         self.max_chars = MAX_OUTPUT_CHARS
         """The size cap for this render (`render` raises it for long conversations)."""
         self.globals["raise_exception"] = _raise_exception
         self.globals["strftime_now"] = _strftime_now
         self.globals["lipsum"] = self._lipsum
+        self.filters["tojson"] = _tojson
         self.filters = {name: self._bounded_filter(name, f) for name, f in self.filters.items()}
 
     # -- checks -----------------------------------------------------------------------------

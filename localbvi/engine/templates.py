@@ -32,7 +32,7 @@ from localbvi.engine import template_sandbox
 from localbvi.engine.types import Message
 from localbvi.errors import TemplateError, printable, shorten
 
-__all__ = ["bundled_template", "render_chat"]
+__all__ = ["bundled_template", "keep_llama_cpp_from_compiling_templates", "render_chat"]
 
 _HELPER = Path(template_sandbox.__file__)
 _START_TIMEOUT_S = 20.0  # Python + Jinja start in ~0.15 s; a loaded machine can take far longer
@@ -225,6 +225,33 @@ def _error_message(whose: str, reply: dict[str, Any]) -> str:
         mb = template_sandbox.MEMORY_LIMIT_BYTES // (1024 * 1024)
         return f"{whose} needed more than {mb} MB of memory to render; {_OVERRIDE_HINT}"
     return f"{whose} failed to render: {detail}"
+
+
+class _NotCompiled:
+    """Stands in for llama-cpp-python's `Jinja2ChatFormatter`: keeps the text, compiles nothing."""
+
+    def __init__(self, template: str, *args: object, **kwargs: object) -> None:
+        self.template = template
+
+    def to_chat_handler(self) -> Any:
+        def refuse(*args: object, **kwargs: object) -> Any:
+            raise TemplateError("localbvi renders chat templates itself (render_chat)")
+
+        return refuse
+
+
+def keep_llama_cpp_from_compiling_templates() -> None:
+    """Make llama-cpp-python skip compiling the chat templates in a GGUF when it loads it.
+
+    `llama_cpp.Llama(...)` compiles every `tokenizer.chat_template*` value with Jinja, with no
+    bound: Jinja folds constant expressions while compiling, so `{{ 'x' * 2000000000 }}` in a
+    file's template took 50-110 s and 8 GB in the loading process (measured here, 0.3.x).
+    localbvi never uses those compiled templates (it renders with `render_chat`), so the
+    process that loads models calls this first. Idempotent; needs llama_cpp installed.
+    """
+    from llama_cpp import llama_chat_format
+
+    llama_chat_format.Jinja2ChatFormatter = _NotCompiled  # type: ignore[misc,assignment]
 
 
 def bundled_template(name: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 from bounded_run import Outcome, python
 
 from localbvi.engine import template_sandbox
-from localbvi.engine.templates import render_chat
+from localbvi.engine.templates import keep_llama_cpp_from_compiling_templates, render_chat
 from localbvi.engine.types import Message
 from localbvi.errors import TemplateError
 
@@ -35,7 +35,7 @@ FIX = "set a chat_template override for this model in models.toml"
 RENDER = textwrap.dedent(
     """
     import json, sys, time
-    from localbvi.engine.templates import render_chat
+    from localbvi.engine.templates import keep_llama_cpp_from_compiling_templates, render_chat
     from localbvi.engine.types import Message
     from localbvi.errors import LocalbviError
     source = open(sys.argv[1], encoding="utf-8").read()
@@ -243,8 +243,38 @@ def test_the_guarded_operations_still_work_at_normal_sizes() -> None:
     text = render_chat(source, HELLO, bos_token="", eos_token="")
     assert text == (
         "ababab|[1, 2, 1, 2]|1024|ab|x   |   y|  z  |a, b|a--a|system/user"
-        '|{"content": "Hello", "role": "user"}|a\n  b|n=3|3|True'
+        '|{"role": "user", "content": "Hello"}|a\n  b|n=3|3|True'
     )
+
+
+def test_hugging_face_template_features() -> None:
+    """`{% break %}`, `{% generation %}` and HF's `tojson` (key order kept, no HTML escaping)."""
+    source = (
+        "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}"
+        "{% generation %}{{ m|tojson }}{% endgeneration %}{% endfor %}"
+        "|{{ {'b': '<é>', 'a': 1}|tojson }}|{{ [1, 2]|tojson(indent=1) }}"
+    )
+    text = render_chat(source, HELLO, bos_token="", eos_token="")
+    assert text == '{"role": "system", "content": "Be helpful."}|{"b": "<é>", "a": 1}|[\n 1,\n 2\n]'
+
+
+def test_llama_cpp_can_be_kept_from_compiling_a_files_templates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the model-loading process calls before llama_cpp.Llama(...) compiles them."""
+    llama_chat_format = pytest.importorskip("llama_cpp.llama_chat_format")
+    monkeypatch.setattr(
+        llama_chat_format, "Jinja2ChatFormatter", llama_chat_format.Jinja2ChatFormatter
+    )
+    keep_llama_cpp_from_compiling_templates()
+    start = time.perf_counter()
+    formatter = llama_chat_format.Jinja2ChatFormatter(
+        template="{{ 'x' * 2000000000 }}", eos_token="", bos_token="", stop_token_ids=[1]
+    )
+    handler = formatter.to_chat_handler()
+    assert time.perf_counter() - start < 0.1
+    with pytest.raises(TemplateError, match="renders chat templates itself"):
+        handler()
 
 
 def test_template_errors_are_readable() -> None:
