@@ -466,7 +466,8 @@ class HubApi:
         limit: int = 20,
     ) -> list[RepoSummary]:
         """`GET /api/models?search=…&filter=…&sort=…&limit=…`, most downloaded first."""
-        params = {"sort": sort, "direction": "-1", "limit": str(max(1, min(limit, MAX_LIMIT)))}
+        # Like huggingface_hub's list_models: the Hub sorts descending by default.
+        params = {"sort": sort, "limit": str(max(1, min(limit, MAX_LIMIT)))}
         if search:
             params["search"] = search
         if filter:
