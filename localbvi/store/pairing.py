@@ -15,6 +15,7 @@ reported, never followed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -418,7 +419,8 @@ def save_pair(pairing: Pairing) -> SavedPair:
         )
     path = paths.user_catalog_path()
     catalog = load_catalog()
-    repos = {pairing.start: pairing.start_kind, pairing.sibling: pairing.sibling_kind}
+    other_kind: Kind = "base" if pairing.start_kind == "instruct" else "instruct"
+    repos: dict[str, Kind] = {pairing.start: pairing.start_kind, pairing.sibling: other_kind}
     existing = {e.repo.lower(): e for e in catalog}
     mine = existing.get(pairing.start.lower())
     theirs = existing.get(pairing.sibling.lower())
@@ -446,7 +448,6 @@ def save_pair(pairing: Pairing) -> SavedPair:
     texts: list[str] = []
     with HubApi() as api:
         for repo, kind in repos.items():
-            assert kind is not None
             info = pairing.infos.get(repo) or api.model_info(repo)
             other = pairing.sibling if repo == pairing.start else pairing.start
             texts.append(
@@ -489,8 +490,8 @@ def save_pair(pairing: Pairing) -> SavedPair:
             f"cannot write your catalog {path} ({exc.strerror or exc}); check the folder"
         ) from exc
     finally:
-        tmp.unlink(missing_ok=True)
-    kind_of = dict(repos)
-    base_repo = next(r for r, k in kind_of.items() if k == "base")
-    instruct_repo = next(r for r, k in kind_of.items() if k == "instruct")
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    base_repo = next(r for r, k in repos.items() if k == "base")
+    instruct_repo = next(r for r, k in repos.items() if k == "instruct")
     return SavedPair(path, ids[base_repo], ids[instruct_repo], already=False)

@@ -540,3 +540,13 @@ def test_online_check_asks_the_hub_over_http_through_the_proxy(
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub_reachable() is False
+
+
+def test_pair_save_into_an_unwritable_folder_is_one_line(
+    api_hub: HubApiServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LOCALBVI_CONFIG_DIR", "/dev/null/config")  # under a file: unwritable
+    code, _, err = run(["pair", "quanter/Foo-1B-Instruct-GGUF", "--save"], capsys)
+    assert code == 1
+    line = one_error_line(err)
+    assert "cannot write your catalog /dev/null/config/models.toml" in line
