@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import struct
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -29,6 +30,8 @@ from localbvi.inspector import (
 )
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "localbvi" / "data" / "gemma3.jinja"
+# Child processes measured through /proc, FIFOs, /dev/zero: see bounded_run.
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="Linux: /proc, FIFOs, /dev")
 
 # --- a tiny GGUF writer ------------------------------------------------------------------------
 
@@ -602,6 +605,7 @@ def test_a_huge_bos_token_text_is_refused(tmp_path: Path) -> None:
     assert "the text of token 1 (a BOS or EOS token) is 2 kB long" in refused(write(tmp_path, data))
 
 
+@linux_only
 @pytest.mark.parametrize(
     ("make", "expected"),
     [
@@ -754,6 +758,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, gemma_head: tuple[bytes, i
     return hostile_files(tmp_path_factory.mktemp("hostile"), *gemma_head)
 
 
+@linux_only
 @pytest.mark.slow
 @pytest.mark.parametrize("name", INFO_CASES)
 def test_info_on_a_hostile_file_is_one_line(hostile: Corpus, name: str) -> None:
@@ -772,6 +777,7 @@ def test_info_on_a_hostile_file_is_one_line(hostile: Corpus, name: str) -> None:
         assert expected in outcome.stderr, outcome.stderr
 
 
+@linux_only
 @pytest.mark.slow
 def test_a_10_mb_template_is_read_but_not_rendered(hostile: Corpus) -> None:
     path, _ = hostile["a 10 MB chat template"]
