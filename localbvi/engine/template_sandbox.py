@@ -56,7 +56,7 @@ __all__ = [
 TIME_LIMIT_S = 2.0
 """Compile plus render; a real chat template takes about a millisecond."""
 MEMORY_LIMIT_BYTES = 256 * 1024 * 1024
-"""The helper process's address space (Python and Jinja use about 30 MB of it)."""
+"""Address space the helper process may add to what Python and Jinja map at its start."""
 MAX_OUTPUT_CHARS = 4_000_000
 """Largest text a template may build (any one value, and the prompt), beyond twice its input."""
 MAX_ITEMS = 1_000_000
@@ -527,13 +527,23 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes | None:
 
 
 def _limit_memory(n_bytes: int) -> None:
+    """Cap the address space at what is mapped now plus `n_bytes`.
+
+    Relative, not absolute: some systems map a 200 MB locale archive into every process.
+    """
     try:
         import resource
 
+        with open("/proc/self/statm", encoding="ascii") as f:
+            mapped = int(f.read().split()[0]) * resource.getpagesize()
+    except (ImportError, OSError, ValueError, IndexError):
+        mapped = 0  # not Linux: RLIMIT_AS is then often unenforced anyway
+    try:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        cap = n_bytes if hard == resource.RLIM_INFINITY else min(n_bytes, hard)
+        cap = mapped + n_bytes
+        cap = cap if hard == resource.RLIM_INFINITY else min(cap, hard)
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    except (ImportError, ValueError, OSError):  # Windows, or a platform without RLIMIT_AS
+    except (NameError, ValueError, OSError, AttributeError):  # Windows: no resource module
         pass
 
 

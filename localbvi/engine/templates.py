@@ -106,6 +106,13 @@ class _Sandbox:
         ).start()
         try:
             self._reply(_START_TIMEOUT_S)
+        except _SandboxFailure:
+            code = proc.poll()
+            self._stop()
+            raise _SandboxFailure(
+                f"the chat-template sandbox ({sys.executable} {_HELPER.name}) did not start"
+                + (f": it exited with code {code}" if code is not None else " in time")
+            ) from None
         except BaseException:
             self._stop()
             raise
@@ -152,8 +159,12 @@ class _Sandbox:
                     stream.close()
 
     def close(self) -> None:
-        with self._lock:
-            self._stop()
+        """Stop the helper (at exit; a render still running elsewhere gets 5 s to end)."""
+        if self._lock.acquire(timeout=5):
+            try:
+                self._stop()
+            finally:
+                self._lock.release()
 
 
 _SANDBOX = _Sandbox()

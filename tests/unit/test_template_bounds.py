@@ -305,3 +305,18 @@ def test_rendering_stays_fast() -> None:
     for _ in range(50):
         render_chat(source, HELLO, bos_token="<bos>", eos_token="<eos>")
     assert (time.perf_counter() - start) / 50 < 0.02
+
+
+def test_a_sandbox_that_cannot_start_is_a_readable_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from localbvi.engine import templates
+
+    monkeypatch.setattr(templates, "_HELPER", tmp_path / "missing.py")
+    monkeypatch.setattr(templates, "_SANDBOX", templates._Sandbox())
+    with pytest.raises(TemplateError) as caught:
+        render_chat("hi", HELLO, bos_token="", eos_token="", origin="m.gguf")
+    assert str(caught.value) == (
+        f"the chat template of m.gguf cannot be rendered: the chat-template sandbox "
+        f"({sys.executable} missing.py) did not start: it exited with code 2"
+    )
