@@ -8,7 +8,9 @@ template helper it waited for), and whether anything it started was left running
 from __future__ import annotations
 
 import json
+import os
 import signal
+import struct
 import sys
 import textwrap
 import time
@@ -320,3 +322,38 @@ def test_a_sandbox_that_cannot_start_is_a_readable_error(
         f"the chat template of m.gguf cannot be rendered: the chat-template sandbox "
         f"({sys.executable} missing.py) did not start: it exited with code 2"
     )
+
+
+@pytest.mark.slow
+def test_localbvi_render_with_a_runaway_template_in_the_file(
+    gemma_base: Path, tmp_path: Path
+) -> None:
+    """End to end: the template comes from the GGUF and renders in the llama.cpp worker."""
+    from localbvi.inspector import inspect_gguf
+
+    info = inspect_gguf(gemma_base)
+    with gemma_base.open("rb") as f:
+        head = f.read(info.data_offset)
+    template = hostile_templates()["nested ranges"][0]
+    kv = _chat_template_kv(template)
+    n_tensors, n_kv = struct.unpack_from("<QQ", head, 8)
+    model = tmp_path / "runaway.gguf"
+    model.write_bytes(head[:8] + struct.pack("<QQ", n_tensors, n_kv + 1) + kv + head[24:])
+    os.truncate(model, info.file_size + len(kv))  # zero weights: enough to load and render
+    outcome = python("-m", "localbvi", "render", "-m", str(model), "Hello", timeout=60)
+    assert outcome.returncode == 1, outcome.stderr
+    assert outcome.stderr == (
+        "localbvi: error: the chat template did not finish rendering in 2 s and was stopped "
+        f"(a runaway loop?); {FIX}\n"
+    )
+    assert outcome.seconds < 15, outcome.seconds  # a model load, then at most ~2 s of render
+    assert outcome.max_rss_mb < 512, outcome.max_rss_mb  # the llama.cpp worker: ~420 MB
+    assert outcome.leftovers == ()
+
+
+def _chat_template_kv(template: str) -> bytes:
+    """A `tokenizer.chat_template` metadata entry, padded to 32 bytes (data stays aligned)."""
+    key = b"tokenizer.chat_template"
+    body = template.encode()
+    body += b" " * (-(8 + len(key) + 4 + 8 + len(body)) % 32)
+    return struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, len(body)) + body
