@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from localbvi.errors import DownloadError, GGUFError, OfflineError, RefError, printable, shorten
-from localbvi.store import partials
 
 __all__ = [
     "DownloadCancelledError",
@@ -247,10 +246,7 @@ def partial_size(repo: str) -> int:
 
 
 def _token() -> str | None:
-    """The token huggingface_hub would use: HF_TOKEN, else the `hf auth login` file."""
-    from localbvi.store.auth import hub_token
-
-    return hub_token()
+    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
 
 
 def _status_and_code(exc: BaseException) -> tuple[int | None, str | None]:
@@ -270,11 +266,16 @@ def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadE
     what = f"{repo}/{_shown(filename)}" if filename else repo
     status, code = _status_and_code(exc)
     if code == "GatedRepo" or (status in (401, 403) and code != "RepoNotFound"):
-        from localbvi.store.auth import token_hint
-
+        token_hint = (
+            "HF_TOKEN is set but has no access: check it is a read token of the account "
+            "that accepted the licence"
+            if _token()
+            else "then create a read token at https://huggingface.co/settings/tokens and "
+            "set HF_TOKEN to it"
+        )
         return DownloadError(
-            f"{repo} is gated: accept its licence at {endpoint}/{repo} while logged in; "
-            f"{token_hint()}"
+            f"{repo} is gated: accept its licence at {endpoint}/{repo} while logged in, "
+            f"{token_hint}"
         )
     if code == "EntryNotFound":
         return DownloadError(
@@ -286,7 +287,7 @@ def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadE
     if code == "RepoNotFound" or status == 404:
         return DownloadError(
             f"repository {repo} was not found on {endpoint}: check the spelling "
-            "(org/name); if it is private, log in with `hf auth login` (or set HF_TOKEN)"
+            "(org/name); if it is private, set HF_TOKEN to a token that can read it"
         )
     if type(exc).__name__ == "OfflineModeIsEnabled":
         return OfflineError(f"{what} is not on disk and offline mode is on (HF_HUB_OFFLINE=1)")
@@ -627,7 +628,6 @@ def fetch(
     with _file_lock(lock):
         if not (blob.is_file() and blob.stat().st_size == remote.size):
             incomplete = blob.with_name(blob.name + ".incomplete")
-            partials.remember(incomplete, filename, remote.size)  # names it in `models`
             meter = _Meter(on_progress, filename, remote.size, 0)
             try:
                 checked = _http_download(repo, remote, filename, incomplete, meter, cancel)
@@ -636,10 +636,7 @@ def fetch(
                 with contextlib.suppress(OSError):
                     if incomplete.stat().st_size == 0:  # a refusal before any byte came
                         incomplete.unlink()
-                if not incomplete.exists():  # refused, or bad bytes deleted: nothing to resume
-                    partials.forget(incomplete)
             os.replace(incomplete, blob)
-            partials.forget(incomplete)
             meter.finish(checked)
         _link(blob, pointer)
         _write_ref(folder, revision, remote.commit)
@@ -1098,7 +1095,13 @@ def _xet_download(
         )
     except _hub_errors() as exc:
         raise _translate(exc, repo, filename) from exc
-    pointer = Path(str(path))
+    except ValueError as exc:  # e.g. its own check that the snapshot path stays in the cache
+        raise _bad_answer(
+            hub_endpoint(), f"{repo}/{_shown(filename)}", _shown(str(exc), 100)
+        ) from exc
+    # huggingface_hub HEADs the file again and names the blob after that answer's ETag:
+    # refuse to use a file a second, different answer put outside the cache.
+    pointer = _inside(Path(str(path)), hub_cache_dir())
     try:
         checked = _verify_gguf(pointer.resolve(), filename)
     except DownloadError:

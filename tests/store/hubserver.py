@@ -86,6 +86,8 @@ class HubServer:
         self.lock = threading.Lock()
         self.bytes_served = 0
         self.requests: list[tuple[str, str, str | None]] = []
+        self.auth_seen: list[str | None] = []
+        """The `Authorization` header of each request, in order (None when absent)."""
         # Knobs (all off by default).
         self.drop_at: int | None = None
         """File offset at which a GET body stops and the connection is cut."""
@@ -221,6 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         with self.hub.lock:
             self.hub.requests.append((self.command, path, self.headers.get("Range")))
+            self.hub.auth_seen.append(self.headers.get("Authorization"))
         if m := _RESOLVE.match(path):
             self._resolve(m["repo"], m["rev"], m["path"])
         elif m := _API_TREE.match(path):

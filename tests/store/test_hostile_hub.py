@@ -288,3 +288,34 @@ def test_hostile_mirror_through_the_real_command(
     assert proc.stderr.startswith("localbvi: error: ") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
     assert _cached_blobs(hf_cache) == []
+
+
+def test_endless_redirects_of_the_metadata_stop(
+    hub: HubServer, hf_cache: Path, watched: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub.redirect = (f"{hub.url}/{REPO}/resolve/main/{FILE}", {})
+    err = _pull_fails(capsys, REF)
+    assert "too many redirects" in err
+    assert len(hub.get_requests("HEAD")) <= 5
+    assert _cached_blobs(hf_cache) == []
+
+
+def test_token_is_not_sent_to_the_host_a_download_is_redirected_to(
+    hub: HubServer,
+    hf_cache: Path,
+    watched: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other = HubServer().start()
+    try:
+        other.add_repo(REPO, {FILE: TINY_BASE})
+        monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+        hub.get_redirect = f"{other.url}/{REPO}/resolve/main/{FILE}"
+        assert main(["pull", REF]) == 0, capsys.readouterr().err
+        assert "sha256 verified" in capsys.readouterr().err
+        assert "Bearer hf_secret_token" in hub.auth_seen  # the Hub itself gets the token
+        assert other.get_requests("GET") and other.auth_seen
+        assert set(other.auth_seen) == {None}
+    finally:
+        other.stop()
