@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from localbvi.errors import DownloadError, GGUFError, OfflineError, RefError, printable, shorten
+from localbvi.store import partials
 
 __all__ = [
     "DownloadCancelledError",
@@ -246,7 +247,10 @@ def partial_size(repo: str) -> int:
 
 
 def _token() -> str | None:
-    return os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+    """The token huggingface_hub would use: HF_TOKEN, else the `hf auth login` file."""
+    from localbvi.store.auth import hub_token
+
+    return hub_token()
 
 
 def _status_and_code(exc: BaseException) -> tuple[int | None, str | None]:
@@ -266,16 +270,11 @@ def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadE
     what = f"{repo}/{_shown(filename)}" if filename else repo
     status, code = _status_and_code(exc)
     if code == "GatedRepo" or (status in (401, 403) and code != "RepoNotFound"):
-        token_hint = (
-            "HF_TOKEN is set but has no access: check it is a read token of the account "
-            "that accepted the licence"
-            if _token()
-            else "then create a read token at https://huggingface.co/settings/tokens and "
-            "set HF_TOKEN to it"
-        )
+        from localbvi.store.auth import token_hint
+
         return DownloadError(
-            f"{repo} is gated: accept its licence at {endpoint}/{repo} while logged in, "
-            f"{token_hint}"
+            f"{repo} is gated: accept its licence at {endpoint}/{repo} while logged in; "
+            f"{token_hint()}"
         )
     if code == "EntryNotFound":
         return DownloadError(
@@ -287,7 +286,7 @@ def _translate(exc: BaseException, repo: str, filename: str | None) -> DownloadE
     if code == "RepoNotFound" or status == 404:
         return DownloadError(
             f"repository {repo} was not found on {endpoint}: check the spelling "
-            "(org/name); if it is private, set HF_TOKEN to a token that can read it"
+            "(org/name); if it is private, log in with `hf auth login` (or set HF_TOKEN)"
         )
     if type(exc).__name__ == "OfflineModeIsEnabled":
         return OfflineError(f"{what} is not on disk and offline mode is on (HF_HUB_OFFLINE=1)")
@@ -628,6 +627,7 @@ def fetch(
     with _file_lock(lock):
         if not (blob.is_file() and blob.stat().st_size == remote.size):
             incomplete = blob.with_name(blob.name + ".incomplete")
+            partials.remember(incomplete, filename, remote.size)  # names it in `models`
             meter = _Meter(on_progress, filename, remote.size, 0)
             try:
                 checked = _http_download(repo, remote, filename, incomplete, meter, cancel)
@@ -636,7 +636,10 @@ def fetch(
                 with contextlib.suppress(OSError):
                     if incomplete.stat().st_size == 0:  # a refusal before any byte came
                         incomplete.unlink()
+                if not incomplete.exists():  # refused, or bad bytes deleted: nothing to resume
+                    partials.forget(incomplete)
             os.replace(incomplete, blob)
+            partials.forget(incomplete)
             meter.finish(checked)
         _link(blob, pointer)
         _write_ref(folder, revision, remote.commit)
