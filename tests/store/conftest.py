@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,18 @@ license = "apache-2.0"
 [model.files]
 Q4_K_M = { file = "tiny-it-Q4_K_M.gguf", size = 3145856 }
 """
+
+
+@pytest.fixture(autouse=True)
+def _restore_offline_flag() -> Iterator[None]:
+    """`main(["--offline", …])` sets HF_HUB_OFFLINE for the whole process, as the CLI must;
+    undo it after each test so that later tests are not silently offline."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    yield
+    if before is None:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = before
 
 
 @pytest.fixture
