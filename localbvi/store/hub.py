@@ -11,6 +11,11 @@ download), and keep that file when interrupted; huggingface_hub gives us the met
 cache conventions. Files in Xet storage (the HEAD answer carries `X-Xet-Hash`) go through
 `hf_hub_download`, whose chunk cache makes a repeated download cheap.
 
+Whatever the server (or a mirror set through `HF_ENDPOINT`) answers is untrusted: the ETag must
+be a sha256 or git blob sha1 and the commit 40 hex digits before either names a file, every
+path is checked to stay inside the cache, redirects go to http(s) only (and the token stays on
+its host), and reading stops one byte past the announced size.
+
 huggingface_hub reads `HF_HUB_CACHE`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` once, at import; we
 read them at call time and pass them explicitly, so `--offline` and tests that change the
 environment take effect.
