@@ -35,7 +35,7 @@ COMMAND_MODULES = (
     "localbvi.cli.align",  # shift
 )
 
-EXIT_DEADLINE_S = 0.8
+EXIT_DEADLINE_S = 0.6
 """After Ctrl-C, cleanup (closing engines, saving the partial reply) gets this long; then the
 process ends anyway, so an interrupted command is always gone within a second."""
 
