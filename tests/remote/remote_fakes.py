@@ -16,12 +16,15 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 TEMPLATE = "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}"
@@ -60,10 +63,11 @@ class _Server(ThreadingHTTPServer):
         self.strict = False  # refuse fields the OpenAI API does not define, as OpenAI does
         self.stall = 0.0  # seconds of silence before the first token (a long prompt evaluation)
         self.api_key: str | None = None
+        self.scheme = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}/v1"
 
 
 class _LlamaServerHandler(_Handler):
@@ -210,8 +214,13 @@ class _GarbageHandler(_Handler):
 
 
 @contextmanager
-def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[_Server]:
+def _serve(
+    handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None
+) -> Iterator[_Server]:
     server = _Server(handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        server.scheme = "https"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -221,8 +230,24 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[_Server]:
         server.server_close()
 
 
-def llama_server_fake() -> Any:
-    return _serve(_LlamaServerHandler)
+def llama_server_fake(tls: ssl.SSLContext | None = None) -> Any:
+    """The llama-server stand-in; with `tls` (a server context) it answers over https."""
+    return _serve(_LlamaServerHandler, tls)
+
+
+def self_signed(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A certificate for 127.0.0.1 that no trust store knows, and a server context using it."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    command = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+    command += "-days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1"
+    subprocess.run(
+        [*command.split(), "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return cert, context
 
 
 def garbage_http_server() -> Any:

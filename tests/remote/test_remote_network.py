@@ -12,7 +12,13 @@ from localbvi.engine.types import DoneEvent, Sampling, TokenEvent
 from localbvi.errors import ModelLoadError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from remote_fakes import free_port, keep_alive_tokenizer, llama_server_fake, recording_proxy
+from remote_fakes import (
+    free_port,
+    keep_alive_tokenizer,
+    llama_server_fake,
+    recording_proxy,
+    self_signed,
+)
 
 
 def _reply(engine: RemoteEngine) -> tuple[str, DoneEvent]:
@@ -80,3 +86,21 @@ def test_close_drops_the_connections_and_the_engine_still_works_after() -> None:
         assert len(engine.tokenize("a b")) == 2
         ports = server.ports  # type: ignore[attr-defined]
     assert len(set(ports)) == 2  # one connection before close(), a new one after
+
+
+def test_https_checks_the_certificate_against_the_trust_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown certificate is refused with the fix; SSL_CERT_FILE adds a trusted one."""
+    cert, context = self_signed(tmp_path)
+    with llama_server_fake(tls=context) as server:
+        assert server.url.startswith("https://")
+        with pytest.raises(ModelLoadError) as exc:
+            RemoteEngine(server.url).load(server.url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        info = RemoteEngine(server.url).load(server.url)
+    assert str(exc.value).startswith(
+        f"the server at {server.url} has a certificate this computer does not trust ("
+    )
+    assert "set SSL_CERT_FILE to a file that holds it" in str(exc.value)
+    assert info.model_name == "gemma-big"
