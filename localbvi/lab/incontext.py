@@ -37,8 +37,9 @@ __all__ = [
     "user_incontext_path",
 ]
 
-STOP = ("# Query",)
-"""Where an answer ends: the model starting the next query."""
+STOP = ("# Query", "\n```\n\n# ")
+"""Where an answer ends: the model starting the next query (small models often write
+"# Question:" instead, hence the closed fence followed by any top-level heading)."""
 REPEAT_PENALTY = 1.1
 """Base models loop more than instruct ones; a mild penalty keeps answers from repeating."""
 _MAX_TEXT = 20_000  # characters per preamble or example: the whole prompt must fit a context
