@@ -83,6 +83,11 @@ class _Worker:
         started = time.perf_counter()
         self._first_decode_done = False
         _install_log_filter()
+        # llama-cpp-python would compile every template in the GGUF, unbounded; we never use
+        # its formatters (rendering is ours, bounded), so a hostile template costs nothing here.
+        from localbvi.engine.templates import keep_llama_cpp_from_compiling_templates
+
+        keep_llama_cpp_from_compiling_templates()
         supported = bool(llama_cpp.llama_supports_gpu_offload())
         if config.n_gpu_layers == "auto":
             requested = -1 if supported else 0
