@@ -66,6 +66,12 @@ def register(sub: Any) -> None:
     add_sampling_flags(p)
     add_load_flags(p)
     p.add_argument("--no-save", action="store_true", help="do not record this in sessions")
+    p.add_argument(
+        "--in-context",
+        action="store_true",
+        help="chat with a base model through in-context examples (a preamble and three "
+        "example answers before your message, stop at the next query) instead of a template",
+    )
     p.set_defaults(handler=_chat)
 
     p = sub.add_parser(
@@ -188,7 +194,13 @@ def _chat_turn(
 ) -> int:
     history.append(Message("user", text))
     try:
-        done, reply = _stream(opened.engine.chat(history, sampling), args, opened, recorder, text)
+        if getattr(args, "in_context", False):
+            from localbvi.lab.incontext import stream as incontext_stream
+
+            events = incontext_stream(opened.engine, history, sampling)
+        else:
+            events = opened.engine.chat(history, sampling)
+        done, reply = _stream(events, args, opened, recorder, text)
     except BaseException:
         history.pop()  # a turn that did not finish is not part of the conversation
         raise

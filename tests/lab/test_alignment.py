@@ -272,3 +272,17 @@ def test_the_prefix_cache_folder_stays_bounded() -> None:
         (folder / f"{i}.kv").write_bytes(b"x" * 1000)
     prefix_cache.evict(limit=2500)
     assert sum(p.stat().st_size for p in folder.glob("*.kv")) <= 2500
+
+
+@pytest.mark.slow
+def test_cli_chat_with_a_base_model_in_context(
+    gemma_base: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["chat", "-m", str(gemma_base), "--in-context", "--no-save", "--temperature", "0",
+         "--max-tokens", "60", "--ctx", "2048", "What is 2+2?"]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "4" in out and "# Q" not in out and "```" not in out
+    assert "stop string" in err and "Traceback" not in err
