@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -171,6 +172,9 @@ def parse_ref(ref: str) -> ParsedRef:
         )
     if _looks_like_path(text):
         return ParsedRef("path", ref, path=Path(text).expanduser())
+    if text.lower().endswith(".gguf") and os.path.isfile(text):
+        # `models/x.gguf` has the shape of a Hub file ref; a file that is there wins.
+        return ParsedRef("path", ref, path=Path(text))
     slashes = text.count("/")
     if slashes == 0:
         if text.lower().endswith(".gguf"):

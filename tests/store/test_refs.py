@@ -91,3 +91,14 @@ def test_split_parts() -> None:
 )
 def test_guess_quant(name: str, quant: str | None) -> None:
     assert guess_quant(name) == quant
+
+
+def test_a_relative_path_to_an_existing_file_is_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "models" / "sub").mkdir(parents=True)
+    (tmp_path / "models" / "sub" / "x.gguf").write_bytes(b"GGUF")
+    monkeypatch.chdir(tmp_path)
+    parsed = parse_ref("models/sub/x.gguf")
+    assert parsed.kind == "path" and parsed.path == Path("models/sub/x.gguf")
+    assert parse_ref("org/repo/x.gguf").kind != "path"  # no such file: a Hub file ref
