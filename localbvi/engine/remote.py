@@ -103,18 +103,28 @@ def parse_remote_ref(ref: str) -> tuple[str, str | None]:
 
     A bare `http://host:port` gets `/v1`, where OpenAI-compatible servers answer.
     """
+    shown = shorten(printable(ref), 120)
     url, _, model = ref.partition("#")
-    parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RefError(
-            f"{ref!r} is not a server address: write it like http://HOST:8080/v1 "
-            "(optionally followed by #MODEL)"
-        )
+    not_a_server = RefError(
+        f"'{shown}' is not a server address: write it like http://HOST:8080/v1 "
+        "(optionally followed by #MODEL)"
+    )
+    if len(ref) > 4096:
+        raise not_a_server
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        host = parts.hostname
+        if host:
+            host.encode("idna")
+    except (ValueError, UnicodeError):  # "http://[::1", a label IDNA cannot encode
+        raise not_a_server from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise not_a_server
     try:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
         raise RefError(
-            f"{ref!r} has a bad port number: write it like http://HOST:8080/v1"
+            f"'{shown}' has a bad port number: write it like http://HOST:8080/v1"
         ) from None
     path = parts.path.rstrip("/") or "/v1"
     base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))

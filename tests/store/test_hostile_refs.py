@@ -74,15 +74,7 @@ def test_rm_of_a_bad_reference_is_one_short_line(
     _one_error_line(capsys, ["rm", ref])
 
 
-_REMOTE_OWNED = pytest.mark.xfail(
-    strict=True,
-    reason="localbvi/engine/remote.py parse_remote_ref: urlsplit's ValueError and the IDNA "
-    "UnicodeError escape, and the URL is echoed whole (the remote backend's files)",
-)
-COMPLETE_REFS = [
-    pytest.param(ref, id=key, marks=[_REMOTE_OWNED] if key.startswith(("ipv6", "huge-url")) else [])
-    for key, ref in BAD_REFS.items()
-]
+COMPLETE_REFS = [pytest.param(ref, id=key) for key, ref in BAD_REFS.items()]
 
 
 @pytest.mark.parametrize("ref", COMPLETE_REFS)
