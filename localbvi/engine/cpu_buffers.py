@@ -20,16 +20,14 @@ import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
-import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from localbvi.jsonfile import read_json_object, write_json_atomic
 from localbvi.paths import cache_dir
 
 __all__ = [
@@ -129,14 +127,7 @@ def decision_path() -> Path:
 
 def _read() -> dict[str, Any]:
     """The remembered decisions; an unreadable or foreign file counts as none."""
-    path = decision_path()
-    try:
-        if path.stat().st_size > _MAX_FILE:
-            return {}
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json_object(decision_path(), _MAX_FILE)
 
 
 def recall() -> dict[str, Any] | None:
@@ -157,25 +148,15 @@ def remember(extra_buffers: bool, reason: str) -> None:
         "llama_cpp_python": _version(),
         "cpu_amx": cpu_has_amx(),
     }
-    path = decision_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".cpu-buffers-", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except OSError:
-        # Without a writable cache the engine decides again next time: slower, never wrong.
-        with contextlib.suppress(OSError, UnboundLocalError):
-            os.unlink(tmp)
+    # Without a writable cache the engine decides again next time: slower, never wrong.
+    write_json_atomic(decision_path(), data)
 
 
 def forget() -> None:
     """Drop the decision for this build and CPU (the next auto load decides again)."""
     data = _read()
     if data.pop(_key(), None) is not None:
-        with contextlib.suppress(OSError):
-            decision_path().write_text(json.dumps(data, indent=2), "utf-8")
+        write_json_atomic(decision_path(), data)
 
 
 def _version() -> str:

@@ -13,10 +13,8 @@ with logits kept only at answer positions, in bounded chunks. Nothing here impor
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,6 +31,7 @@ from localbvi.engine.types import (
     TokenScore,
     VocabInfo,
 )
+from localbvi.jsonfile import read_json_object, write_json_atomic
 from localbvi.lab.compare import LabError
 from localbvi.lab.incontext import frame_query
 from localbvi.paths import cache_dir
@@ -223,14 +222,10 @@ def _vocab_cached(engine: Engine) -> VocabInfo:
             st = os.stat(info.path)
             key = f"{os.path.realpath(info.path)}|{st.st_size}|{st.st_mtime_ns}"
     path = cache_dir() / _VOCAB_CACHE
-    data: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError):
-        if path.stat().st_size < 1_000_000:
-            loaded = json.loads(path.read_text("utf-8"))
-            data = loaded if isinstance(loaded, dict) else {}
+    data = read_json_object(path, 1_000_000)
     hit = data.get(key) if key else None
     if isinstance(hit, dict):
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
             return VocabInfo(str(hit["tokenizer"]), int(hit["n_tokens"]), str(hit["sha256"]))
     vocab = scorer.vocab()
     if key:
@@ -239,12 +234,7 @@ def _vocab_cached(engine: Engine) -> VocabInfo:
             "n_tokens": vocab.n_tokens,
             "sha256": vocab.sha256,
         }
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".vocab-", dir=path.parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(dict(list(data.items())[-200:]), f)
-            os.replace(tmp, path)
+        write_json_atomic(path, dict(list(data.items())[-200:]))
     return vocab
 
 
