@@ -31,9 +31,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 from localbvi import paths
+from localbvi.engine.types import Kind
 from localbvi.errors import CatalogError, printable, shorten
 from localbvi.tomltables import parse_entries
 
@@ -99,7 +100,7 @@ class CatalogEntry:
     id: str
     name: str
     family: str
-    kind: Literal["base", "instruct"]
+    kind: Kind
     sibling: str
     repo: str
     files: Mapping[str, QuantFile] = field(hash=False)

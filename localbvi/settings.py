@@ -29,12 +29,21 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import tomlkit
 import tomlkit.items
 
-from localbvi.engine.types import ExtraBuffers, GpuLayers, LoadConfig, Sampling
+from localbvi.engine.types import (
+    KINDS,
+    MODES,
+    ExtraBuffers,
+    GpuLayers,
+    Kind,
+    LoadConfig,
+    Mode,
+    Sampling,
+)
 from localbvi.errors import SettingsError, printable, shorten
 from localbvi.paths import config_dir
 from localbvi.tomltables import parse_toml, read_toml_text
@@ -55,9 +64,6 @@ __all__ = [
     "save_target",
     "settings_path",
 ]
-
-Mode = Literal["chat", "completion"]
-RemoteKind = Literal["base", "instruct"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ class RemoteServer:
     """The model name to ask the server for; leave it out when it serves one model."""
     api_key_env: str | None = None
     """Name of the environment variable that holds the API key (never the key itself)."""
-    kind: RemoteKind = "instruct"
+    kind: Kind = "instruct"
     """Either "base" (raw completion) or "instruct" (chat with the server's chat template)."""
 
     @property
@@ -401,7 +407,7 @@ def _ranged(name: str) -> _Check:
 _FIELD_CHECKS: dict[type[Any], dict[str, _Check]] = {
     Settings: {
         "model": lambda v, k: _want("str", v, k, 'model = "gemma-3-270m"'),
-        "mode": lambda v, k: _choice(v, k, ("chat", "completion")),
+        "mode": lambda v, k: _choice(v, k, MODES),
         "theme": _theme,
     },
     EngineSettings: {
@@ -430,7 +436,7 @@ _FIELD_CHECKS: dict[type[Any], dict[str, _Check]] = {
         "base_url": _url,
         "model": lambda v, k: _want("str", v, k, 'model = "MODEL-NAME"'),
         "api_key_env": _env_name,
-        "kind": lambda v, k: _choice(v, k, ("base", "instruct")),
+        "kind": lambda v, k: _choice(v, k, KINDS),
     },
 }
 

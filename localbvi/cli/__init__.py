@@ -20,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from localbvi import __version__
+from localbvi.engine.types import MODES
 from localbvi.errors import LocalbviError, UsageError, printable
 
 __all__ = ["build_parser", "interrupt_handled", "main"]
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"localbvi {__version__}")
     parser.add_argument("-m", "--model", metavar="REF", help="open the app with this model")
-    parser.add_argument("--mode", choices=("chat", "completion"), help="open the app in this mode")
+    parser.add_argument("--mode", choices=MODES, help="open the app in this mode")
     parser.add_argument(
         "--offline", action="store_true", help="never use the network (like HF_HUB_OFFLINE=1)"
     )

@@ -10,14 +10,12 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from localbvi.engine.base import Engine
-from localbvi.engine.types import LoadConfig, LoadInfo
+from localbvi.engine.types import KINDS, Kind, LoadConfig, LoadInfo
 
 __all__ = ["Kind", "OpenedModel", "is_remote_ref", "model_kind", "open_model"]
-
-Kind = Literal["base", "instruct"]
 
 
 @dataclass
@@ -40,8 +38,8 @@ def is_remote_ref(ref: str) -> bool:
 
 def model_kind(catalog_kind: str | None, info: LoadInfo) -> Kind:
     """Base or instruct: the catalog knows; otherwise a GGUF chat template means instruct."""
-    if catalog_kind in ("base", "instruct"):
-        return catalog_kind  # type: ignore[return-value]
+    if catalog_kind in KINDS:
+        return catalog_kind
     if info.template_source == "gguf":
         return "instruct"
     return "base"

@@ -10,15 +10,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "KINDS",
+    "MODES",
     "Alternative",
     "DoneEvent",
     "Event",
     "ExtraBuffers",
     "FinishReason",
     "GpuLayers",
+    "Kind",
     "LoadConfig",
     "LoadInfo",
     "Message",
+    "Mode",
     "Rendered",
     "Role",
     "Sampling",
@@ -27,6 +31,14 @@ __all__ = [
     "TokenScore",
     "VocabInfo",
 ]
+
+Kind = Literal["base", "instruct"]
+"""What a model is: a base model continues text, an instruct model answers in its template."""
+KINDS: tuple[Kind, ...] = ("base", "instruct")
+
+Mode = Literal["chat", "completion"]
+"""How the app talks to a model: the chat template, or raw text completion."""
+MODES: tuple[Mode, ...] = ("chat", "completion")
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled", "error"]

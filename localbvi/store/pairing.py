@@ -21,9 +21,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from localbvi import paths
+from localbvi.engine.types import Kind
 from localbvi.errors import CatalogError, HubError, printable, shorten
 from localbvi.store.hubapi import (
     HubApi,
@@ -43,7 +44,6 @@ CANDIDATES = 50
 FINETUNES_TRIED = 3
 """Instruct candidates whose GGUF copies are looked for, best first."""
 
-Kind = Literal["base", "instruct"]
 
 # Names that announce a chat/instruct model. Used only to rank a base model's fine-tunes and
 # to refuse calling a model "base" when its name says otherwise; the tags decide the rest.

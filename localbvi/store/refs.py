@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from localbvi.catalog import DEFAULT_QUANT, CatalogEntry, load_catalog
+from localbvi.engine.types import Kind
 from localbvi.errors import CatalogError, OfflineError, RefError, printable, shorten
 from localbvi.store import hub
 from localbvi.store.hub import ProgressCallback
@@ -85,7 +86,7 @@ class ResolvedModel:
     entry: CatalogEntry | None
     """The catalog entry, when the reference is (or matches) one."""
     quant: str | None
-    kind: Literal["base", "instruct"] | None
+    kind: Kind | None
     """From the catalog; None when unknown."""
 
 

@@ -22,7 +22,7 @@ from textual.screen import Screen
 
 from localbvi.engine.base import Engine
 from localbvi.engine.opener import is_remote_ref, model_kind
-from localbvi.engine.types import LoadConfig, LoadInfo
+from localbvi.engine.types import MODES, Kind, LoadConfig, LoadInfo, Mode
 from localbvi.errors import LocalbviError, SettingsError
 from localbvi.settings import RemoteServer, Settings, load_settings, save_settings
 from localbvi.tui.commands import ModelCommands, ScreenCommands
@@ -38,8 +38,6 @@ from localbvi.tui.services import Services, StoreServices, TransferProgress
 from localbvi.tui.session_log import SessionLog
 from localbvi.tui.state import (
     AppSettings,
-    Kind,
-    Mode,
     ModelChoice,
     default_mode,
     kind_of,
@@ -759,7 +757,7 @@ def make_app(
         from localbvi.engine.local import LocalEngine
 
         engine_factory = LocalEngine
-    if mode not in (None, "chat", "completion"):
+    if mode is not None and mode not in MODES:
         raise ValueError(f"mode must be 'chat' or 'completion', not {mode!r}")
     problem: str | None = None
     system_prompt = ""
@@ -776,7 +774,7 @@ def make_app(
         services=services or StoreServices(),
         settings=settings,
         model_ref=model_ref,
-        mode=mode,  # type: ignore[arg-type]
+        mode=mode,
         check_online=check_online,
         settings_problem=problem,
         sessions=sessions,

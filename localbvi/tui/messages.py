@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from localbvi.engine.types import DoneEvent, LoadInfo
+from localbvi.engine.types import DoneEvent, Kind, LoadInfo
 from localbvi.tui.services import TransferProgress
-from localbvi.tui.state import Kind
 
 __all__ = [
     "DownloadUpdated",

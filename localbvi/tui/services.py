@@ -14,9 +14,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from localbvi.engine.types import KINDS, Kind
 from localbvi.errors import DownloadError, LocalbviError, RefError
 from localbvi.settings import RemoteServer
-from localbvi.tui.state import Kind, ModelChoice
+from localbvi.tui.state import ModelChoice
 
 __all__ = [
     "Resolved",
@@ -232,7 +233,7 @@ class StoreServices:
         return Resolved(
             path=str(resolved.path),
             display_name=str(resolved.display_name),
-            kind=kind if kind in ("base", "instruct") else None,
+            kind=kind if kind in KINDS else None,
             chat_template=getattr(entry, "chat_template", None),
         )
 

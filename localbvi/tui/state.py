@@ -9,16 +9,21 @@ Nothing here imports Textual.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Literal
 
-from localbvi.engine.types import ExtraBuffers, GpuLayers, LoadConfig, LoadInfo, Sampling
+from localbvi.engine.types import (
+    ExtraBuffers,
+    GpuLayers,
+    Kind,
+    LoadConfig,
+    LoadInfo,
+    Mode,
+    Sampling,
+)
 from localbvi.settings import EngineSettings, SamplingSettings, Settings
 
 __all__ = [
     "PRESETS",
     "AppSettings",
-    "Kind",
-    "Mode",
     "ModelChoice",
     "apply_preset",
     "default_mode",
@@ -30,9 +35,6 @@ __all__ = [
 # The form starts from the settings file's defaults, so the two never drift apart.
 _SAMPLING = SamplingSettings()
 _ENGINE = EngineSettings()
-
-Mode = Literal["chat", "completion"]
-Kind = Literal["base", "instruct"]
 
 
 @dataclass(frozen=True)

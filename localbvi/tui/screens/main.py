@@ -10,8 +10,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Label
 
+from localbvi.engine.types import Mode
 from localbvi.tui.messages import GenerationFinished
-from localbvi.tui.state import Mode
 from localbvi.tui.widgets.chat_view import ChatView
 from localbvi.tui.widgets.completion_view import CompletionView
 from localbvi.tui.widgets.status_bar import StatusBar
