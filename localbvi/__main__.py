@@ -2,7 +2,7 @@
 
 import sys
 
-from localbvi.cli import main
+from localbvi.console import main
 
 if __name__ == "__main__":
     sys.exit(main())

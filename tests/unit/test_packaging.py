@@ -32,7 +32,7 @@ def test_wheel_contains_catalog_and_data(tmp_path: Path) -> None:
     ):
         assert needed in names, needed
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "localbvi = localbvi.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "localbvi = localbvi.console:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 @pytest.mark.slow
