@@ -1,97 +1,13 @@
-"""App-layer fixtures: a FakeEngine app with fixed models, and helpers to wait on the UI."""
+"""App-layer fixtures: a FakeEngine app with fixed models (helpers live in tests/helpers.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-from typing import Any
-
 import pytest
-from textual.pilot import Pilot
 
 from localbvi.engine.fake import FakeEngine
 from localbvi.tui import LocalbviApp, make_app
 from localbvi.tui.services import StaticServices
-from localbvi.tui.state import ModelChoice
-
-SIZE = (100, 32)
-"""Fixed terminal size of every Pilot and snapshot test."""
-
-BASE = ModelChoice(
-    ref="demo-base",
-    display_name="Demo 270M",
-    kind="base",
-    quant="Q4_K_M",
-    size=253_000_000,
-    path="/models/demo-270m-base.gguf",
-    ram_fit="fits",
-    source="catalog",
-)
-INSTRUCT = ModelChoice(
-    ref="demo-it",
-    display_name="Demo 270M IT",
-    kind="instruct",
-    quant="Q4_K_M",
-    size=253_000_000,
-    path="/models/demo-270m-it.gguf",
-    ram_fit="fits",
-    source="catalog",
-)
-BIG_BASE = ModelChoice(
-    ref="big-base",
-    display_name="Big 8B",
-    kind="base",
-    quant="Q4_K_M",
-    size=4_900_000_000,
-    ram_fit="tight",
-    gated=True,
-)
-BIG_INSTRUCT = ModelChoice(
-    ref="big-it",
-    display_name="Big 8B Instruct",
-    kind="instruct",
-    quant="Q4_K_M",
-    size=4_900_000_000,
-    ram_fit="tight",
-    gated=True,
-)
-IMPORTED = ModelChoice(
-    ref="/models/my-finetune.gguf",
-    display_name="my-finetune.gguf",
-    kind=None,
-    quant="Q8_0",
-    size=300_000_000,
-    path="/models/my-finetune.gguf",
-    ram_fit="fits",
-    source="imported",
-)
-
-
-def static_services(*, online: bool = True, on_disk: bool = True) -> StaticServices:
-    """Two catalog pairs (one on disk) and an imported file; the big pair downloads."""
-    base, instruct = (
-        (BASE, INSTRUCT)
-        if on_disk
-        else (
-            ModelChoice(**{**BASE.__dict__, "path": None}),
-            ModelChoice(**{**INSTRUCT.__dict__, "path": None}),
-        )
-    )
-    return StaticServices(
-        pairs=[(base, instruct), (BIG_BASE, BIG_INSTRUCT)],
-        local=[IMPORTED] + ([BASE, INSTRUCT] if on_disk else []),
-        downloads={
-            "big-base": "/models/big-8b-base.gguf",
-            "big-it": "/models/big-8b-it.gguf",
-            "demo-base": BASE.path or "",
-            "demo-it": INSTRUCT.path or "",
-        },
-        online=online,
-    )
-
-
-AppFactory = Callable[..., LocalbviApp]
+from tests.helpers import INSTRUCT, AppFactory, static_services, track_notifications
 
 
 @pytest.fixture
@@ -115,58 +31,3 @@ def fake_app() -> AppFactory:
         return track_notifications(app)
 
     return build
-
-
-async def wait_until(
-    pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 5.0, what: str = ""
-) -> None:
-    """Let the app run until `condition()` holds (instead of sleeping a guessed time)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await pilot.pause(0.02)
-        await asyncio.sleep(0)
-
-
-def screen_text(app: LocalbviApp) -> str:
-    """The terminal as the user sees it right now, as plain text."""
-    import io
-
-    from rich.console import Console
-
-    width, height = app.size
-    console = Console(
-        width=width,
-        height=height,
-        file=io.StringIO(),
-        force_terminal=True,
-        color_system="truecolor",
-        record=True,
-        legacy_windows=False,
-        safe_box=False,
-    )
-    console.print(
-        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
-    )
-    return console.export_text(styles=False)
-
-
-def track_notifications(app: LocalbviApp) -> LocalbviApp:
-    """Record every notification (toasts expire, so the app's own list forgets them)."""
-    seen: list[str] = []
-    original = app.notify
-
-    def notify(message: str, *, title: str = "", **kwargs: Any) -> None:
-        seen.append(f"{title}: {message}")
-        original(message, title=title, **kwargs)
-
-    app.notify = notify  # type: ignore[method-assign]
-    app._seen_notifications = seen  # type: ignore[attr-defined]
-    return app
-
-
-def notifications(app: LocalbviApp) -> list[str]:
-    """Every notification shown so far (title: message), oldest first."""
-    seen: list[str] = app._seen_notifications  # type: ignore[attr-defined]
-    return seen

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import (
+from localbvi.engine.fake import FakeEngine
+from localbvi.tui import LocalbviApp
+from tests.helpers import (
     INSTRUCT,
     SIZE,
     AppFactory,
@@ -10,9 +12,6 @@ from conftest import (
     screen_text,
     wait_until,
 )
-
-from localbvi.engine.fake import FakeEngine
-from localbvi.tui import LocalbviApp
 
 
 def engine_of(app: LocalbviApp) -> FakeEngine:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import BASE, SIZE, AppFactory, screen_text, wait_until
-
 from localbvi.engine.fake import FakeEngine
 from localbvi.tui.widgets.completion_document import shift_spans
+from tests.helpers import BASE, SIZE, AppFactory, screen_text, wait_until
 
 
 async def test_base_model_opens_in_completion_mode_and_continues(fake_app: AppFactory) -> None:

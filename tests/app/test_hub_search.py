@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SIZE, screen_text, track_notifications, wait_until
+
+from tests.helpers import SIZE, screen_text, track_notifications, wait_until
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
 

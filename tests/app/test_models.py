@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import (
+from localbvi.engine.fake import FakeEngine
+from localbvi.tui.screens.picker import PickerScreen
+from localbvi.tui.widgets.model_list import ModelList
+from tests.helpers import (
     BASE,
     INSTRUCT,
     SIZE,
@@ -14,10 +17,6 @@ from conftest import (
     static_services,
     wait_until,
 )
-
-from localbvi.engine.fake import FakeEngine
-from localbvi.tui.screens.picker import PickerScreen
-from localbvi.tui.widgets.model_list import ModelList
 
 
 async def test_picker_lists_models_with_badges_and_filters(fake_app: AppFactory) -> None:

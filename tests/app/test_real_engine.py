@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SIZE, notifications, screen_text, track_notifications, wait_until
 
 from localbvi.tui import LocalbviApp, make_app
 from localbvi.tui.services import StoreServices
 from localbvi.tui.state import AppSettings
+from tests.helpers import SIZE, notifications, screen_text, track_notifications, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

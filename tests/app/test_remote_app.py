@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from conftest import BASE, INSTRUCT, SIZE, AppFactory, screen_text, wait_until
-
 from localbvi.engine.fake import FakeEngine
 from localbvi.engine.remote import RemoteEngine
 from localbvi.settings import settings_path
 from localbvi.tui.screens.picker import PickerScreen
 from localbvi.tui.widgets.model_list import ModelList
+from tests.helpers import BASE, INSTRUCT, SIZE, AppFactory, screen_text, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "remote"))
 from remote_fakes import llama_server_fake

@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-from conftest import (
-    INSTRUCT,
-    SIZE,
-    AppFactory,
-    notifications,
-    screen_text,
-    static_services,
-    wait_until,
-)
 from textual.widgets import Input, Select
 
 from localbvi.engine.fake import FakeEngine
@@ -22,6 +13,15 @@ from localbvi.tui.screens.settings import SettingsScreen, parse_settings
 from localbvi.tui.screens.welcome import WelcomeScreen
 from localbvi.tui.state import AppSettings
 from localbvi.tui.widgets.pair_list import PairList
+from tests.helpers import (
+    INSTRUCT,
+    SIZE,
+    AppFactory,
+    notifications,
+    screen_text,
+    static_services,
+    wait_until,
+)
 
 
 async def test_settings_preset_and_seed_apply_to_the_next_request(fake_app: AppFactory) -> None:

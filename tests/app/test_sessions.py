@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import BASE, INSTRUCT, SIZE, AppFactory, notifications, screen_text, wait_until
 from textual.widgets import Input
 
 from localbvi.engine.types import DoneEvent
@@ -15,6 +14,7 @@ from localbvi.tui import LocalbviApp
 from localbvi.tui.screens.confirm import ConfirmScreen
 from localbvi.tui.screens.sessions import SessionsScreen
 from localbvi.tui.widgets.session_list import SessionList
+from tests.helpers import BASE, INSTRUCT, SIZE, AppFactory, notifications, screen_text, wait_until
 
 
 def saved(app: LocalbviApp) -> SessionStore:

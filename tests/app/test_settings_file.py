@@ -6,7 +6,12 @@ import asyncio
 import time
 
 import pytest
-from conftest import (
+from textual.widgets import Input, Label
+
+from localbvi.settings import load_settings, settings_path
+from localbvi.tui.screens.settings import SettingsScreen
+from localbvi.tui.screens.welcome import WelcomeScreen
+from tests.helpers import (
     BASE,
     INSTRUCT,
     SIZE,
@@ -15,11 +20,6 @@ from conftest import (
     screen_text,
     wait_until,
 )
-from textual.widgets import Input, Label
-
-from localbvi.settings import load_settings, settings_path
-from localbvi.tui.screens.settings import SettingsScreen
-from localbvi.tui.screens.welcome import WelcomeScreen
 
 
 def write_settings(text: str) -> None:

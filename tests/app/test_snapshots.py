@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import BASE, INSTRUCT, SIZE, static_services, wait_until
 from textual.pilot import Pilot
 from textual.widgets import Markdown
 
@@ -19,6 +18,7 @@ from localbvi.tui import LocalbviApp, make_app
 from localbvi.tui.screens.picker import PickerScreen
 from localbvi.tui.screens.welcome import WelcomeScreen
 from localbvi.tui.widgets.model_list import ModelList
+from tests.helpers import BASE, INSTRUCT, SIZE, static_services, wait_until
 
 SnapCompare = Callable[..., bool]
 

@@ -5,9 +5,7 @@ Most tests run on FakeEngines (fast, scripted); the last ones on the real Gemma 
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from textual.pilot import Pilot
@@ -21,6 +19,7 @@ from localbvi.tui.screens.token_probs import TokenProbsScreen
 from localbvi.tui.screens.xray import XrayScreen
 from localbvi.tui.services import StaticServices
 from localbvi.tui.state import AppSettings, ModelChoice
+from tests.helpers import wait_until
 
 SIZE = (120, 36)
 BASE = ModelChoice(
@@ -80,17 +79,6 @@ def fake_pair(**kwargs: Any) -> tuple[FakeEngine, FakeEngine]:
     base.load(str(BASE.path), LoadConfig())
     instruct.load(str(INSTRUCT.path), LoadConfig())
     return base, instruct
-
-
-async def wait_until(
-    pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 10.0, what: str = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await pilot.pause(0.02)
-        await asyncio.sleep(0)
 
 
 def pane_text(screen: CompareScreen, side: str) -> str:

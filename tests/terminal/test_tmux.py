@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [
@@ -48,11 +50,7 @@ class Tmux:
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, tmux: Tmux) -> None:
     """Poll instead of sleeping; on timeout show what the terminal had."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; screen:\n{tmux.screen()}")
-        time.sleep(0.1)
+    wait_for(condition, timeout, what, interval=0.1, detail=lambda: f"screen:\n{tmux.screen()}")
 
 
 def _reply_text(screen: str) -> str:
