@@ -112,3 +112,24 @@ def instruct_engine(gemma_instruct: Path) -> Iterator[object]:
     engine.load(gemma_instruct, LoadConfig(n_ctx=2048))
     yield engine
     engine.close()
+
+
+REAL_MODEL_FIXTURES = frozenset(
+    {"gemma_base", "gemma_instruct", "base_engine", "instruct_engine", "llama_server"}
+)
+"""Fixtures that build or read the real 250 MB model, start llama.cpp or a llama.cpp server."""
+
+SLOW_FOLDERS = frozenset({"terminal"})
+"""Folders under tests/ whose every test drives a real process end to end."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that uses the real model or a slow folder, so that
+    `pytest -m "not slow"` is the fast loop (FakeEngine, local servers, small files)."""
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            continue
+        folder = item.path.resolve().relative_to(tests_dir).parts[0]
+        if folder in SLOW_FOLDERS or REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -8,7 +8,14 @@ import time
 import pytest
 
 from localbvi.engine.fake import FakeEngine
-from localbvi.engine.types import Alternative, DoneEvent, LoadConfig, Message, Sampling
+from localbvi.engine.types import (
+    Alternative,
+    DoneEvent,
+    LoadConfig,
+    Message,
+    Sampling,
+    TokenEvent,
+)
 from localbvi.lab.compare import (
     CompareRun,
     LabError,
@@ -108,11 +115,17 @@ def test_a_base_model_in_chat_mode_without_a_template_reports_why() -> None:
 
 def test_cancel_stops_both_sides() -> None:
     base, instruct = engines(tokens_per_s=50, stop_after_script=False)
-    run = CompareRun(base, instruct, plan("Go"), Sampling(max_tokens=500))
+    streaming = threading.Event()
+
+    def on_event(side: str, event: object) -> None:
+        if side == "base" and isinstance(event, TokenEvent):
+            streaming.set()
+
+    run = CompareRun(base, instruct, plan("Go"), Sampling(max_tokens=500), on_event=on_event)
     out: list[object] = []
     thread = threading.Thread(target=lambda: out.append(run.run()))
     thread.start()
-    time.sleep(0.2)
+    assert streaming.wait(10), "the base side never started streaming"
     started = time.monotonic()
     run.cancel()
     thread.join(5)
