@@ -23,6 +23,13 @@ from localbvi.catalog import Catalog, CatalogEntry, load_catalog
 from localbvi.errors import CatalogError, RefError, printable, shorten
 from localbvi.inspector import GGUFInfo
 from localbvi.store import hub, partials
+from localbvi.store.naming import (
+    guess_quant,
+    parse_ref,
+    pick_quant_file,
+    safe_is_file,
+    split_parts,
+)
 
 __all__ = [
     "DEMO_PACKAGE",
@@ -144,7 +151,6 @@ def import_model(path: Path, *, copy: bool = False) -> LocalModel:
     The file is recorded where it is; `copy=True` copies it into localbvi's data folder first.
     """
     from localbvi.inspector import inspect_gguf
-    from localbvi.store.refs import guess_quant, safe_is_file
 
     try:
         source = path.expanduser().resolve()
@@ -194,8 +200,6 @@ def import_model(path: Path, *, copy: bool = False) -> LocalModel:
 
 
 def _hf_cache_models(catalog: Catalog | None) -> list[LocalModel]:
-    from localbvi.store.refs import guess_quant, split_parts
-
     cache = hub.hub_cache_dir()
     if not cache.is_dir():
         return []
@@ -281,8 +285,6 @@ def list_partials() -> list[partials.Partial]:
 def list_local() -> list[LocalModel]:
     """Every model usable offline: HF cache GGUFs, imported files, the demo model, and the
     models other tools keep (LM Studio, Ollama, llama.cpp, GPT4All)."""
-    from localbvi.store.refs import guess_quant
-
     catalog = _catalog()
     models = _demo_models(catalog)
     demo_refs = {m.ref for m in models}
@@ -426,8 +428,6 @@ def _remove_orphaned_partials(text: str) -> int:
 
     Those listed without a file name (no note) can be named no other way.
     """
-    from localbvi.store.refs import parse_ref
-
     try:
         if ":" in text or parse_ref(text).kind != "hub-quant" or hub.cached_files(text):
             return 0
@@ -488,8 +488,6 @@ def remove(ref: str) -> int:
     orphaned = _remove_orphaned_partials(ref.strip())
     if orphaned:
         return orphaned
-    from localbvi.store.refs import parse_ref, pick_quant_file, safe_is_file, split_parts
-
     text = ref.strip()
     shown = shorten(printable(text), 80)
     as_path = Path(text).expanduser()
