@@ -21,6 +21,7 @@ from localbvi.engine.opener import OpenedModel, open_model
 from localbvi.engine.types import DoneEvent, Event, Sampling, TokenEvent
 from localbvi.errors import LocalbviError, UsageError
 from localbvi.lab.compare import (
+    SIDES,
     CompareRun,
     Plan,
     Side,
@@ -91,6 +92,12 @@ def register(sub: Any) -> None:
         "--base-prompt",
         metavar="TEXT",
         help="a different text for the base side (e.g. a few-shot framing)",
+    )
+    p.add_argument(
+        "--in-context",
+        action="store_true",
+        help="add a third side: the base model answering through in-context examples "
+        "(incontext.toml; stops at '# Query', repetition penalty 1.1 unless set)",
     )
     _add_pair_flags(p)
     p.set_defaults(handler=_compare)
@@ -192,6 +199,7 @@ def _compare(args: argparse.Namespace) -> int:
         base_prompt=args.base_prompt,
         base_mode=args.base_mode,
         instruct_mode=args.instruct_mode,
+        incontext=args.in_context,
     )
     return _run(args, the_plan, _sampling(args))
 
@@ -227,7 +235,7 @@ def _run(args: argparse.Namespace, the_plan: Plan, sampling: Sampling) -> int:
             the_plan = _swap_templates(the_plan, base, instruct, quiet=args.json)
         except LocalbviError as exc:
             return _json_errors(args, exc)
-        models: dict[Side, OpenedModel] = {"base": base, "instruct": instruct}
+        models: dict[Side, OpenedModel] = {"base": base, "incontext": base, "instruct": instruct}
         printer = _Printer(models, the_plan, json_mode=args.json, buffered=args.concurrent)
         run = CompareRun(
             base.engine,
@@ -243,7 +251,7 @@ def _run(args: argparse.Namespace, the_plan: Plan, sampling: Sampling) -> int:
             run.cancel()
             raise
         printer.flush()
-        failed = [r.done for r in (result.base, result.instruct) if r.done and r.done.error]
+        failed = [r.done for r in result.runs.values() if r.done and r.done.error]
         return 1 if failed else 0
     finally:
         for model in opened:
@@ -268,7 +276,11 @@ def _swap_templates(
             )
         return replace(request, template=other.info.chat_template)
 
-    return Plan(swapped(the_plan.base, base, instruct), swapped(the_plan.instruct, instruct, base))
+    return replace(
+        the_plan,
+        base=swapped(the_plan.base, base, instruct),
+        instruct=swapped(the_plan.instruct, instruct, base),
+    )
 
 
 class _Printer:
@@ -291,8 +303,8 @@ class _Printer:
         self.buffered = buffered
         self.lock = threading.Lock()
         self.started: set[Side] = set()
-        self.buffers: dict[Side, list[str]] = {"base": [], "instruct": []}
-        self.ended_with_newline: dict[Side, bool] = {"base": True, "instruct": True}
+        self.buffers: dict[Side, list[str]] = {side: [] for side in SIDES}
+        self.ended_with_newline: dict[Side, bool] = dict.fromkeys(SIDES, True)
 
     def event(self, side: Side, event: Event) -> None:
         with self.lock:

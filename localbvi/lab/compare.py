@@ -3,8 +3,11 @@
 Each side runs one model in one mode: "raw" (the text goes to the model as is) or "chat"
 (messages rendered with a chat template). Any model can run in either mode: a base model can
 be given the instruct model's template (the "template swap"), an instruct model can run raw.
+A third side, "incontext", runs the base model again through in-context examples
+(`localbvi.lab.incontext`: a preamble and three `# Query:`/`# Answer:` exchanges, stop on
+`# Query`), so a person sees raw base vs base in context vs instruct on one question.
 `prepare` gives the exact text and tokens a side sends (the prompt X-ray); `run_compare` runs
-both sides and `branch` restarts a side from an alternative token. Nothing here imports
+the sides and `branch` restarts a side from an alternative token. Nothing here imports
 Textual: the CLI and the TUI share these functions.
 
 Sequential is the default: measured on a 2-core machine, two llama.cpp processes at once
@@ -32,8 +35,17 @@ from localbvi.engine.types import (
     TokenEvent,
 )
 from localbvi.errors import LocalbviError
+from localbvi.lab.incontext import (
+    InContext,
+    build_prompt,
+    incontext_sampling,
+    load_incontext,
+    preamble_text,
+)
 
 __all__ = [
+    "INCONTEXT_LABEL",
+    "SIDES",
     "CompareResult",
     "CompareRun",
     "GenToken",
@@ -52,13 +64,19 @@ __all__ = [
     "run_compare",
     "run_side",
     "sibling_ref",
+    "side_sampling",
     "side_stats",
     "stop_reason",
 ]
 
-Side = Literal["base", "instruct"]
-Mode = Literal["raw", "chat"]
+Side = Literal["base", "incontext", "instruct"]
+"""Raw base, base through in-context examples (runs on the base engine), instruct."""
+SIDES: tuple[Side, ...] = ("base", "incontext", "instruct")
+"""Every side, in the order they run and show."""
+Mode = Literal["raw", "chat", "incontext"]
 OnEvent = Callable[[Side, Event], None]
+
+INCONTEXT_LABEL = "base + in-context examples"
 
 DEFAULT_CONCURRENT = False
 """Run the sides one after the other unless asked: see the module docstring."""
@@ -80,23 +98,43 @@ class SideRequest:
     """Chat mode: the conversation."""
     template: str | None = None
     """Chat mode with this template instead of the model's own (the template swap)."""
+    examples: InContext | None = None
+    """In-context mode: the preamble and examples (None: the user's file, else the bundled)."""
 
     @property
     def label(self) -> str:
         """The mode in words, as the panes and the CLI show it."""
         if self.mode == "raw":
             return "raw completion"
+        if self.mode == "incontext":
+            return INCONTEXT_LABEL
         return "chat, swapped template" if self.template else "chat template"
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Both sides of one comparison."""
+    """The sides of one comparison: base and instruct, and maybe base in context."""
 
     base: SideRequest
     instruct: SideRequest
+    incontext: SideRequest | None = None
+    run_base: bool = True
+    """False: the in-context side takes the raw base side's place (it does not run)."""
+
+    @property
+    def sides(self) -> tuple[Side, ...]:
+        """The sides that run, in order."""
+        return tuple(
+            s
+            for s in SIDES
+            if (s != "base" or self.run_base) and (s != "incontext" or self.incontext)
+        )
 
     def for_side(self, side: Side) -> SideRequest:
+        if side == "incontext":
+            if self.incontext is None:
+                raise LabError("this comparison has no in-context side")
+            return self.incontext
         return self.base if side == "base" else self.instruct
 
 
@@ -109,24 +147,36 @@ def plan(
     instruct_mode: Mode = "chat",
     base_template: str | None = None,
     instruct_template: str | None = None,
+    incontext: bool = False,
+    run_base: bool = True,
+    examples: InContext | None = None,
 ) -> Plan:
     """The usual comparison: the base side continues `base_prompt` (default `prompt`) raw,
     the instruct side answers `prompt` (after `system`) through its chat template.
 
     A side in the other mode gets the same inputs: in chat mode the base side's user message
-    is `base_prompt or prompt`; raw, the instruct side continues `prompt`.
+    is `base_prompt or prompt`; raw, the instruct side continues `prompt`. `incontext` adds
+    the base model answering `prompt` through in-context `examples` (the system message joins
+    the preamble); `run_base=False` leaves the raw base side out.
     """
+
+    def messages(text: str) -> tuple[Message, ...]:
+        return (*([Message("system", system)] if system else []), Message("user", text))
 
     def request(side: Side, mode: Mode, text: str, template: str | None) -> SideRequest:
         if mode == "raw":
             return SideRequest(side, "raw", text=text)
-        messages = [Message("system", system)] if system else []
-        messages.append(Message("user", text))
-        return SideRequest(side, "chat", messages=tuple(messages), template=template)
+        return SideRequest(side, "chat", messages=messages(text), template=template)
 
     return Plan(
         base=request("base", base_mode, base_prompt or prompt, base_template),
         instruct=request("instruct", instruct_mode, prompt, instruct_template),
+        incontext=SideRequest(
+            "incontext", "incontext", messages=messages(prompt), examples=examples
+        )
+        if incontext
+        else None,
+        run_base=run_base or not incontext,
     )
 
 
@@ -148,6 +198,12 @@ def prepare(engine: Engine, request: SideRequest) -> Prepared:
     info = engine.info
     if info is None:
         raise LabError(f"the {request.side} side has no model loaded: load one first")
+    if request.mode == "incontext":
+        text = build_prompt(request.examples or load_incontext(), request.messages)
+        tokens = tuple(engine.tokenize(text))
+        if tokens and tokens[0].special and info.bos_token and tokens[0].text == info.bos_token:
+            text = info.bos_token + text
+        return Prepared(text, tokens, info.n_ctx)
     if request.mode == "chat" and request.template is None:
         rendered = engine.render(request.messages)
         return Prepared(rendered.text, rendered.tokens, info.n_ctx)
@@ -213,13 +269,28 @@ class SideRun:
 
 @dataclass(frozen=True)
 class CompareResult:
-    base: SideRun
-    instruct: SideRun
+    runs: dict[Side, SideRun]
+    """Every side that ran, in `SIDES` order."""
     wall_s: float
     concurrent: bool
 
     def for_side(self, side: Side) -> SideRun:
-        return self.base if side == "base" else self.instruct
+        run = self.runs.get(side)
+        if run is None:
+            raise LabError(f"the {side} side did not run in this comparison")
+        return run
+
+    @property
+    def base(self) -> SideRun:
+        return self.for_side("base")
+
+    @property
+    def instruct(self) -> SideRun:
+        return self.for_side("instruct")
+
+    @property
+    def incontext(self) -> SideRun | None:
+        return self.runs.get("incontext")
 
 
 def _error_done(exc: BaseException) -> DoneEvent:
@@ -269,6 +340,11 @@ def _cancelled_before_start(run: SideRun, on_event: OnEvent | None) -> SideRun:
     return run
 
 
+def side_sampling(request: SideRequest, sampling: Sampling) -> Sampling:
+    """What a side samples with: the in-context side adds its stops and repetition penalty."""
+    return incontext_sampling(sampling) if request.mode == "incontext" else sampling
+
+
 def run_side(
     engine: Engine,
     request: SideRequest,
@@ -294,6 +370,14 @@ def run_side(
         if request.mode == "chat" and request.template is None:
             return engine.chat(request.messages, sampling)
         assert run.prepared is not None
+        if request.mode == "incontext":
+            examples = request.examples or load_incontext()
+            prime = getattr(engine, "prime", None)
+            if prime is not None:  # the preamble's state comes from the prefix cache on disk
+                prime(preamble_text(examples, request.messages))
+            return engine.complete(
+                build_prompt(examples, request.messages), side_sampling(request, sampling)
+            )
         # Swapped template or raw: send the prepared text exactly as the X-ray shows it.
         return engine.complete(
             run.prepared.text if request.mode == "chat" else request.text, sampling
@@ -303,7 +387,10 @@ def run_side(
 
 
 class CompareRun:
-    """One comparison that can be cancelled from another thread (Escape cancels both)."""
+    """One comparison that can be cancelled from another thread (Escape cancels every side).
+
+    The in-context side runs on the base engine, after the raw base side.
+    """
 
     def __init__(
         self,
@@ -315,7 +402,11 @@ class CompareRun:
         on_event: OnEvent | None = None,
         concurrent: bool = DEFAULT_CONCURRENT,
     ) -> None:
-        self.engines: dict[Side, Engine] = {"base": base_engine, "instruct": instruct_engine}
+        self.engines: dict[Side, Engine] = {
+            "base": base_engine,
+            "incontext": base_engine,
+            "instruct": instruct_engine,
+        }
         self.plan = the_plan
         self.sampling = sampling
         self.on_event = on_event
@@ -343,23 +434,26 @@ class CompareRun:
         )
 
     def run(self) -> CompareResult:
-        """Run both sides and return both outcomes (never raises for a side's failure)."""
+        """Run every side and return their outcomes (never raises for a side's failure)."""
         started = time.perf_counter()
+        sides = self.plan.sides
+        results: dict[Side, SideRun] = {}
         if not self.concurrent:
-            base = self._side("base")
-            instruct = self._side("instruct")
-        else:
-            results: dict[Side, SideRun] = {}
-
-            def work(side: Side) -> None:
+            for side in sides:
                 results[side] = self._side(side)
+        else:
 
-            thread = threading.Thread(target=work, args=("base",), name="compare-base")
+            def work(group: tuple[Side, ...]) -> None:
+                for side in group:
+                    results[side] = self._side(side)
+
+            on_base = tuple(s for s in sides if s != "instruct")  # one engine: one at a time
+            thread = threading.Thread(target=work, args=(on_base,), name="compare-base")
             thread.start()
-            work("instruct")
+            work(("instruct",))
             thread.join()
-            base, instruct = results["base"], results["instruct"]
-        return CompareResult(base, instruct, time.perf_counter() - started, self.concurrent)
+        runs = {side: results[side] for side in sides}
+        return CompareResult(runs, time.perf_counter() - started, self.concurrent)
 
 
 def run_compare(
@@ -371,7 +465,7 @@ def run_compare(
     on_event: OnEvent | None = None,
     concurrent: bool = DEFAULT_CONCURRENT,
 ) -> CompareResult:
-    """Run the base side and the instruct side of `prompt` (a plain prompt uses `plan`)."""
+    """Run the sides of `prompt` (a plain prompt uses `plan`: base and instruct)."""
     the_plan = plan(prompt) if isinstance(prompt, str) else prompt
     return CompareRun(
         base_engine,
@@ -420,6 +514,7 @@ def branch(
     cancelled = cancelled or threading.Event()
     if cancelled.is_set():
         return _cancelled_before_start(new, on_event)
+    sampling = side_sampling(run.request, sampling)
     return _consume(engine, new, lambda: engine.complete(ids, sampling), on_event, cancelled)
 
 

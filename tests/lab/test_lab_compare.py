@@ -17,6 +17,7 @@ from localbvi.engine.types import (
     TokenEvent,
 )
 from localbvi.lab.compare import (
+    INCONTEXT_LABEL,
     CompareRun,
     LabError,
     branch,
@@ -28,6 +29,7 @@ from localbvi.lab.compare import (
     side_stats,
     stop_reason,
 )
+from localbvi.lab.incontext import build_prompt, load_incontext, user_incontext_path
 
 BASE_PATH = "/models/demo-270m-base.gguf"
 INSTRUCT_PATH = "/models/demo-270m-it.gguf"
@@ -183,3 +185,85 @@ def test_pair_refs_fills_in_the_catalog_sibling() -> None:
         pair_refs("./mine.gguf", None)
     with pytest.raises(LabError, match="--base REF and --instruct REF"):
         pair_refs(None, None)
+
+
+class SamplingFakeEngine(FakeEngine):
+    """A FakeEngine that also records what each completion sampled with."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.samplings: list[Sampling] = []
+
+    def complete(self, prompt: object, sampling: Sampling) -> object:  # type: ignore[override]
+        self.samplings.append(sampling)
+        return super().complete(prompt, sampling)  # type: ignore[arg-type]
+
+
+def recording_engines() -> tuple[SamplingFakeEngine, SamplingFakeEngine]:
+    base, instruct = SamplingFakeEngine(), SamplingFakeEngine()
+    base.load(BASE_PATH, LoadConfig())
+    instruct.load(INSTRUCT_PATH, LoadConfig())
+    return base, instruct
+
+
+@pytest.mark.parametrize("concurrent", [False, True])
+def test_in_context_side_runs_on_the_base_engine_after_the_raw_side(concurrent: bool) -> None:
+    base, instruct = recording_engines()
+    the_plan = plan("What is 2+2?", system="Be brief.", incontext=True)
+    assert the_plan.sides == ("base", "incontext", "instruct")
+    assert the_plan.for_side("incontext").label == INCONTEXT_LABEL == "base + in-context examples"
+    result = run_compare(base, instruct, the_plan, Sampling(max_tokens=50), concurrent=concurrent)
+    assert list(result.runs) == ["base", "incontext", "instruct"]
+    expected = build_prompt(
+        load_incontext(), (Message("system", "Be brief."), Message("user", "What is 2+2?"))
+    )
+    # One engine, one request at a time: raw first, then the in-context prompt.
+    assert base.requests == [("complete", "What is 2+2?"), ("complete", expected)]
+    assert expected.startswith("# Instructions") and "Be brief." in expected
+    assert expected.endswith("# Query:\n```\nWhat is 2+2?\n```\n\n# Answer:\n```\n")
+    raw_sampling, incontext_sampling = base.samplings
+    assert raw_sampling.stop == () and raw_sampling.repeat_penalty == 1.0
+    assert "# Query" in incontext_sampling.stop and incontext_sampling.repeat_penalty == 1.1
+    incontext = result.incontext
+    assert incontext is not None and incontext.text.startswith(" and then the base model")
+    assert incontext.prepared is not None and incontext.prepared.text == expected
+    assert instruct.requests == [
+        ("chat", (Message("system", "Be brief."), Message("user", "What is 2+2?")))
+    ]
+
+
+def test_in_context_side_can_take_the_raw_base_side_s_place() -> None:
+    base, instruct = recording_engines()
+    the_plan = plan("Hi", incontext=True, run_base=False)
+    result = run_compare(base, instruct, the_plan, Sampling(max_tokens=5))
+    assert list(result.runs) == ["incontext", "instruct"]
+    assert len(base.requests) == 1 and "# Query:\n```\nHi\n```" in str(base.requests[0][1])
+    with pytest.raises(LabError, match="base side did not run"):
+        _ = result.base
+    # Without the in-context side the raw base side always runs.
+    assert plan("Hi", run_base=False).sides == ("base", "instruct")
+
+
+def test_a_set_repetition_penalty_wins_and_branching_keeps_the_in_context_stops() -> None:
+    base, instruct = recording_engines()
+    result = run_compare(
+        base, instruct, plan("Hi", incontext=True), Sampling(max_tokens=5, repeat_penalty=1.3)
+    )
+    assert base.samplings[-1].repeat_penalty == 1.3
+    run = result.incontext
+    assert run is not None
+    branch(base, run, 1, Alternative(" so", 555, 0.1), Sampling(max_tokens=3))
+    assert "# Query" in base.samplings[-1].stop
+    assert base.samplings[-1].repeat_penalty == 1.1
+
+
+def test_a_broken_in_context_file_fails_only_that_side_with_the_fix() -> None:
+    path = user_incontext_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('preamble = "Answer well."\n', encoding="utf-8")  # no examples
+    base, instruct = recording_engines()
+    result = run_compare(base, instruct, plan("Hi", incontext=True), Sampling(max_tokens=3))
+    done = result.incontext.done if result.incontext else None
+    assert done is not None and done.finish_reason == "error"
+    assert str(path) in done.error and "between 1 and 8" in done.error
+    assert result.base.text and result.instruct.text
