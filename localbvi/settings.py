@@ -1,5 +1,9 @@
 """The user's settings file: `settings.toml` in the config folder (or `$LOCALBVI_SETTINGS`).
 
+Every key is a field declared once with `localbvi.fieldspec.spec` (its default, range or
+choices, and help): `[engine]` is `LoadConfig`, `[sampling]` is `Sampling`, `[network]` is
+`NetworkSettings`; the checks and the comments of a new file come from those fields.
+
 A broken file must never stop the app from starting: `load_settings()` returns the defaults
 (or every setting it could read) together with a message that names the line, the key and the
 fix. The file is read through `localbvi.tomltables` (size and nesting bounded).
@@ -7,18 +11,13 @@ fix. The file is read through `localbvi.tomltables` (size and nesting bounded).
 No save destroys what it could not read. `save_settings()` updates an existing file in place,
 rewriting only the values that changed (tomlkit keeps comments, layout, unknown keys and
 `[[remote]]` entries); a file it cannot read is left untouched and the settings go to
-`settings.saved.toml` beside it. A new file gets each setting's docstring as a comment so it
+`settings.saved.toml` beside it. A new file gets each setting's help as a comment so it
 explains itself. Every write is atomic: a temp file, fsync, rename.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import difflib
-import inspect
-import itertools
-import math
 import os
 import re
 import stat
@@ -26,111 +25,106 @@ import tempfile
 import textwrap
 import time
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 import tomlkit.items
 
-from localbvi.engine.types import (
-    KINDS,
-    MODES,
-    ExtraBuffers,
-    GpuLayers,
-    Kind,
-    LoadConfig,
-    Mode,
-    Sampling,
-)
+from localbvi.engine.types import Kind, LoadConfig, Mode, Sampling
 from localbvi.errors import SettingsError, printable, shorten
+from localbvi.fieldspec import Spec, describe, required, spec, specs, toml_value
 from localbvi.paths import config_dir
 from localbvi.tomltables import parse_toml, read_toml_text
 
 __all__ = [
-    "NUMBER_RANGES",
     "QUIT_KEY",
-    "EngineSettings",
+    "SECTIONS",
     "LoadedSettings",
     "NetworkSettings",
-    "NumberRange",
     "RemoteServer",
-    "SamplingSettings",
     "SavedSettings",
     "Settings",
     "load_settings",
     "save_settings",
     "save_target",
+    "setting_spec",
     "settings_path",
 ]
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """How models are loaded (the `[engine]` table). Changing these needs a reload."""
-
-    n_ctx: int = 4096
-    """Context window in tokens (prompt + reply). Larger costs memory."""
-    n_threads: int | None = None
-    """CPU threads for decoding; leave it out to let localbvi pick (the physical cores)."""
-    n_gpu_layers: GpuLayers = "auto"
-    """Layers to put on the GPU: "auto" offloads all where the build supports it, 0 for none."""
-    cpu_extra_buffers: ExtraBuffers = "auto"
-    """llama.cpp's CPU extra buffers (AMX, weight repacking): "auto" turns them off where they
-    crash llama.cpp on this CPU (found once, then remembered), "on" or "off" to force."""
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """Default sampling for new generations (the `[sampling]` table)."""
-
-    temperature: float = 0.8
-    """Randomness: 0 always picks the most likely token (same prompt, same answer)."""
-    top_p: float = 0.95
-    """Sample only from the most likely tokens whose probabilities add up to this (0-1)."""
-    top_k: int = 40
-    """Sample only from this many most likely tokens (0: no limit)."""
-    min_p: float = 0.05
-    """Drop tokens less likely than this fraction of the most likely one (0-1)."""
-    repeat_penalty: float = 1.0
-    """Above 1 discourages repeating recent tokens; 1 turns it off."""
-    max_tokens: int = 256
-    """Longest reply, in tokens."""
-    seed: int | None = None
-    """Sampling seed for reproducible runs; leave it out for a random one."""
-    top_probs: int = 0
-    """Alternatives (with probabilities) to show per token: 0 for none, at most 10."""
 
 
 @dataclass(frozen=True)
 class NetworkSettings:
     """How long localbvi waits for a server (the `[network]` table), in seconds."""
 
-    connect_timeout: float = 10.0
-    """Seconds a server may take to accept a connection."""
-    first_byte_timeout: float = 60.0
-    """Seconds a server may take to start answering: its headers and, in a reply, the first
-    token (a long prompt is evaluated in this time)."""
-    read_timeout: float = 30.0
-    """Seconds a server may stay silent between two tokens of a reply (or take for the rest of
-    any other answer) before localbvi gives up."""
+    connect_timeout: float = spec(
+        10.0,
+        "Seconds a server may take to accept a connection.",
+        lo=0.1,
+        hi=3600,
+        label="Connect timeout",
+    )
+    first_byte_timeout: float = spec(
+        60.0,
+        "Seconds a server may take to start answering: its headers and, in a reply, the first "
+        "token (a long prompt is evaluated in this time).",
+        lo=0.1,
+        hi=86400,
+        label="First-byte timeout",
+    )
+    read_timeout: float = spec(
+        30.0,
+        "Seconds a server may stay silent between two tokens of a reply (or take for the rest "
+        "of any other answer) before localbvi gives up.",
+        lo=0.1,
+        hi=86400,
+        label="Read timeout",
+    )
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "engine": LoadConfig,
+    "sampling": Sampling,
+    "network": NetworkSettings,
+}
+"""The settings file's tables of plain values, each a class of `spec` fields."""
+
+
+def setting_spec(key: str) -> Spec:
+    """The field behind a settings key written "table.key", e.g. "sampling.top_p"."""
+    table, name = key.split(".")
+    return next(s for s in specs(SECTIONS[table]) if s.name == name and s.setting)
 
 
 @dataclass(frozen=True)
 class RemoteServer:
     """A model served by llama-server or another OpenAI-compatible server (a `[[remote]]`)."""
 
-    name: str
-    """What localbvi calls this model (its model picker and `--model NAME` use it)."""
-    base_url: str
-    """The server's OpenAI-compatible address, e.g. "http://gpu-box:8080/v1"."""
-    model: str | None = None
-    """The model name to ask the server for; leave it out when it serves one model."""
-    api_key_env: str | None = None
-    """Name of the environment variable that holds the API key (never the key itself)."""
-    kind: Kind = "instruct"
-    """Either "base" (raw completion) or "instruct" (chat with the server's chat template)."""
+    name: str = required("What localbvi calls this model (its model picker and `--model NAME`).")
+    base_url: str = required(
+        'The server\'s OpenAI-compatible address, e.g. "http://gpu-box:8080/v1".',
+        example="http://HOST:8080/v1",
+        pattern=r"https?://[^/\s#]+.*",
+        rule='start with http:// or https://, e.g. "http://HOST:8080/v1"',
+    )
+    model: str | None = spec(
+        None,
+        "The model name to ask the server for; leave it out when it serves one model.",
+        example="MODEL-NAME",
+    )
+    api_key_env: str | None = spec(
+        None,
+        "Name of the environment variable that holds the API key (never the key itself).",
+        example="MY_SERVER_KEY",
+        pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+        rule='name an environment variable (like "MY_SERVER_KEY"), not hold the key itself',
+    )
+    kind: Kind = spec(
+        "instruct",
+        'Either "base" (raw completion) or "instruct" (chat with the server\'s chat template).',
+    )
 
     @property
     def ref(self) -> str:
@@ -148,45 +142,38 @@ class RemoteServer:
 class Settings:
     """Everything in `settings.toml`. Every field has a default: an empty file is valid."""
 
-    model: str | None = None
-    """Model the app opens with (a catalog id, a path, a Hub ref or a remote name)."""
-    mode: Mode = "chat"
-    """Mode the app opens in: "chat" (the chat template) or "completion" (raw text)."""
-    theme: str = "textual-dark"
-    """The app's colour theme (any Textual theme name)."""
-    engine: EngineSettings = field(default_factory=EngineSettings)
-    """How models are loaded."""
-    sampling: SamplingSettings = field(default_factory=SamplingSettings)
-    """Default sampling for new generations."""
-    network: NetworkSettings = field(default_factory=NetworkSettings)
-    """How long to wait for servers (remote models)."""
-    keys: Mapping[str, str] = field(default_factory=dict)
-    """Key-binding overrides: action id → key, e.g. "app.quit" = "ctrl+q"."""
-    remote: tuple[RemoteServer, ...] = ()
-    """Models served by other machines."""
+    model: str | None = spec(
+        None,
+        "Model the app opens with (a catalog id, a path, a Hub ref or a remote name).",
+        example="gemma-3-270m",
+    )
+    mode: Mode = spec(
+        "chat", 'Mode the app opens in: "chat" (the chat template) or "completion" (raw text).'
+    )
+    theme: str = spec(
+        "textual-dark",
+        "The app's colour theme (any Textual theme name).",
+        pattern=r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}",
+        rule='be a theme name such as "nord" or "textual-light" (the command palette\'s theme '
+        "list shows them all)",
+    )
+    engine: LoadConfig = spec(LoadConfig(), "How models are loaded.")
+    sampling: Sampling = spec(Sampling(), "Default sampling for new generations.")
+    network: NetworkSettings = spec(
+        NetworkSettings(), "How long to wait for servers (remote models)."
+    )
+    keys: Mapping[str, str] = spec(
+        {}, 'Key-binding overrides: action id → key, e.g. "app.quit" = "ctrl+q".', factory=dict
+    )
+    remote: tuple[RemoteServer, ...] = spec((), "Models served by other machines.")
 
     def to_load_config(self) -> LoadConfig:
-        """The engine's load options from these settings."""
-        return LoadConfig(
-            n_ctx=self.engine.n_ctx,
-            n_threads=self.engine.n_threads,
-            n_gpu_layers=self.engine.n_gpu_layers,
-            cpu_extra_buffers=self.engine.cpu_extra_buffers,
-        )
+        """The engine's load options (the `[engine]` table)."""
+        return self.engine
 
     def to_sampling(self) -> Sampling:
-        """The engine's sampling options from these settings."""
-        s = self.sampling
-        return Sampling(
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            min_p=s.min_p,
-            repeat_penalty=s.repeat_penalty,
-            max_tokens=s.max_tokens,
-            seed=s.seed,
-            top_probs=s.top_probs,
-        )
+        """The engine's sampling options (the `[sampling]` table)."""
+        return self.sampling
 
     def find_remote(self, name: str) -> RemoteServer | None:
         """The `[[remote]]` entry called `name`, if any."""
@@ -223,267 +210,49 @@ class _Problems:
         self.lines.append(f"{self.path}: {message}")
 
 
-_TYPE_WORDS: dict[str, str] = {
-    "str": "a string in quotes",
-    "int": "a whole number",
-    "float": "a number",
-    "bool": "true or false",
-}
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f'the string "{_echo(value)}"'
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
-
-
 def _echo(text: str, limit: int = 60) -> str:
     """Text from the file, fit to be quoted in a message (short, no terminal controls)."""
     return shorten(printable(text), limit)
 
 
-def _unknown_key(problems: _Problems, key: str, where: str, known: list[str]) -> None:
-    if len(problems.lines) > _MAX_PROBLEMS:  # only counted from here: skip the hint's cost
-        problems.add(f"unknown setting '{where}{_echo(key)}'")
-        return
-    hint = difflib.get_close_matches(key, known, n=1)
-    fix = f"did you mean '{hint[0]}'?" if hint else f"known: {', '.join(sorted(known))}"
-    problems.add(f"unknown setting '{where}{_echo(key)}' ({fix}); remove it or fix the name")
+def _scalars(cls: type[Any]) -> dict[str, Spec]:
+    """The fields of `cls` a settings file may set, by name."""
+    return {s.name: s for s in specs(cls) if s.setting and not _is_table(s)}
 
 
-def _check_field(cls: type[Any], name: str, value: object, where: str) -> tuple[bool, str]:
-    """Whether `value` suits the field, else a sentence saying what it must be."""
-    return _FIELD_CHECKS[cls][name](value, f"{where}{name}")
-
-
-def _want(kind: str, value: object, key: str, example: str) -> tuple[bool, str]:
-    ok = {
-        "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-    }[kind]
-    if ok and isinstance(value, str) and len(value) > _MAX_TEXT:
-        return False, (
-            f"'{key}' is {len(value)} characters long, more than any setting needs "
-            f"({_MAX_TEXT}): write {example}"
-        )
-    if ok:
-        return True, ""
-    return False, f"'{key}' must be {_TYPE_WORDS[kind]}, not {_describe(value)}: write {example}"
-
-
-_MAX_TEXT = 2000
-"""Longest text value accepted (model references, URLs, names)."""
-
-_THEME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
-
-
-def _theme(value: object, key: str) -> tuple[bool, str]:
-    ok, why = _want("str", value, key, 'theme = "textual-dark"')
-    if ok and not _THEME_RE.fullmatch(str(value)):
-        return False, (
-            f'\'{key}\' must be a theme name such as "nord" or "textual-light" (the command '
-            f"palette's theme list shows them all), not {_describe(value)}"
-        )
-    return ok, why
-
-
-@dataclass(frozen=True)
-class NumberRange:
-    """The values a numeric setting takes; the settings file and the CLI flags check these."""
-
-    integer: bool
-    lo: float | None = None
-    hi: float | None = None
-    example: int | float = 0
-    """A sensible value, shown in messages."""
-    optional: bool = False
-    """Whether the setting may be left out (None: localbvi picks)."""
-
-    def contains(self, value: float) -> bool:
-        return not math.isnan(value) and (
-            (self.lo is None or value >= self.lo) and (self.hi is None or value <= self.hi)
-        )
-
-    def span(self) -> str:
-        """The range in words: "between 0 and 5", "at least 1"."""
-        if self.lo is not None and self.hi is not None:
-            return f"between {self.lo} and {self.hi}"
-        return f"at least {self.lo}" if self.lo is not None else f"at most {self.hi}"
-
-
-NUMBER_RANGES: dict[str, NumberRange] = {
-    "engine.n_ctx": NumberRange(integer=True, lo=16, hi=1 << 22, example=4096),
-    "engine.n_threads": NumberRange(integer=True, lo=1, example=4, optional=True),
-    "sampling.temperature": NumberRange(integer=False, lo=0, hi=5, example=0.8),
-    "sampling.top_p": NumberRange(integer=False, lo=0, hi=1, example=0.95),
-    "sampling.top_k": NumberRange(integer=True, lo=0, example=40),
-    "sampling.min_p": NumberRange(integer=False, lo=0, hi=1, example=0.05),
-    "sampling.repeat_penalty": NumberRange(integer=False, lo=0, hi=5, example=1.0),
-    "sampling.max_tokens": NumberRange(integer=True, lo=1, example=256),
-    "sampling.seed": NumberRange(integer=True, lo=0, example=42, optional=True),
-    "sampling.top_probs": NumberRange(integer=True, lo=0, hi=10, example=0),
-    "network.connect_timeout": NumberRange(integer=False, lo=0.1, hi=3600, example=10.0),
-    "network.first_byte_timeout": NumberRange(integer=False, lo=0.1, hi=86400, example=60.0),
-    "network.read_timeout": NumberRange(integer=False, lo=0.1, hi=86400, example=30.0),
-}
-"""The numeric settings by "table.key": one definition for the file and the flags."""
-
-
-def _number(value: object, key: str, allowed: NumberRange) -> tuple[bool, str]:
-    name = key.rsplit(".", 1)[-1]
-    kind = "int" if allowed.integer else "float"
-    ok, why = _want(kind, value, key, f"{name} = {allowed.example}")
-    if not ok:
-        return ok, why
-    assert isinstance(value, int | float)
-    if not allowed.contains(value):
-        return False, (
-            f"'{key}' is {value} but must be {allowed.span()}: e.g. {name} = {allowed.example}"
-        )
-    return True, ""
-
-
-def _choice(value: object, key: str, choices: tuple[str, ...]) -> tuple[bool, str]:
-    if isinstance(value, str) and value in choices:
-        return True, ""
-    options = " or ".join(f'"{c}"' for c in choices)
-    return False, f"'{key}' must be {options}, not {_describe(value)}"
-
-
-def _optional_int(value: object, key: str, allowed: NumberRange) -> tuple[bool, str]:
-    name = key.rsplit(".", 1)[-1]
-    ok, why = _want("int", value, key, f"{name} = {allowed.example} (or leave it out)")
-    if ok and isinstance(value, int) and not allowed.contains(value):
-        return False, f"'{key}' is {value} but must be {allowed.span()} (or left out)"
-    return ok, why
-
-
-def _gpu_layers(value: object, key: str) -> tuple[bool, str]:
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= -1):
-        return True, ""
-    return False, (
-        f"'{key}' must be \"auto\", -1 (all layers), 0 (CPU only) or a layer count, "
-        f"not {_describe(value)}"
-    )
-
-
-def _url(value: object, key: str) -> tuple[bool, str]:
-    ok, why = _want("str", value, key, 'base_url = "http://HOST:8080/v1"')
-    if ok and not re.match(r"^https?://[^/\s#]+", str(value)):
-        return False, f"'{key}' must start with http:// or https://, e.g. \"http://HOST:8080/v1\""
-    return ok, why
-
-
-def _env_name(value: object, key: str) -> tuple[bool, str]:
-    ok, why = _want("str", value, key, 'api_key_env = "MY_SERVER_KEY"')
-    if ok and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(value)):
-        return False, (
-            f"'{key}' must name an environment variable (like \"MY_SERVER_KEY\"), "
-            "not hold the key itself"
-        )
-    return ok, why
-
-
-_Check = Callable[[object, str], tuple[bool, str]]
-
-
-def _ranged(name: str) -> _Check:
-    allowed = NUMBER_RANGES[name]
-    if allowed.optional:
-        return lambda v, k: _optional_int(v, k, allowed)
-    return lambda v, k: _number(v, k, allowed)
-
-
-_FIELD_CHECKS: dict[type[Any], dict[str, _Check]] = {
-    Settings: {
-        "model": lambda v, k: _want("str", v, k, 'model = "gemma-3-270m"'),
-        "mode": lambda v, k: _choice(v, k, MODES),
-        "theme": _theme,
-    },
-    EngineSettings: {
-        "n_ctx": _ranged("engine.n_ctx"),
-        "n_threads": _ranged("engine.n_threads"),
-        "n_gpu_layers": _gpu_layers,
-        "cpu_extra_buffers": lambda v, k: _choice(v, k, ("auto", "on", "off")),
-    },
-    SamplingSettings: {
-        "temperature": _ranged("sampling.temperature"),
-        "top_p": _ranged("sampling.top_p"),
-        "top_k": _ranged("sampling.top_k"),
-        "min_p": _ranged("sampling.min_p"),
-        "repeat_penalty": _ranged("sampling.repeat_penalty"),
-        "max_tokens": _ranged("sampling.max_tokens"),
-        "seed": _ranged("sampling.seed"),
-        "top_probs": _ranged("sampling.top_probs"),
-    },
-    NetworkSettings: {
-        "connect_timeout": _ranged("network.connect_timeout"),
-        "first_byte_timeout": _ranged("network.first_byte_timeout"),
-        "read_timeout": _ranged("network.read_timeout"),
-    },
-    RemoteServer: {
-        "name": lambda v, k: _want("str", v, k, 'name = "big-model"'),
-        "base_url": _url,
-        "model": lambda v, k: _want("str", v, k, 'model = "MODEL-NAME"'),
-        "api_key_env": _env_name,
-        "kind": lambda v, k: _choice(v, k, KINDS),
-    },
-}
+def _is_table(s: Spec) -> bool:
+    return s.name in ("keys", "remote") or s.name in SECTIONS
 
 
 def _read_table(
     cls: type[Any], table: Mapping[str, Any], where: str, problems: _Problems
 ) -> dict[str, Any]:
-    """The valid scalar fields of `cls` found in `table`; every bad one becomes a problem."""
-    checks = _FIELD_CHECKS[cls]
+    """The valid values for `cls` found in `table`; every bad one becomes a problem."""
+    known = _scalars(cls)
     out: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in checks:
-            _unknown_key(problems, key, where, list(checks))
-            continue
-        ok, why = _check_field(cls, key, value, where)
-        if ok:
-            out[key] = float(value) if _is_float_field(cls, key) else value
-        else:
+        if key not in known:
+            if len(problems.lines) > _MAX_PROBLEMS:  # only counted from here: skip the hint
+                problems.add(f"unknown setting '{where}{_echo(key)}'")
+                continue
+            hint = difflib.get_close_matches(key, list(known), n=1)
+            fix = f"did you mean '{hint[0]}'?" if hint else f"known: {', '.join(sorted(known))}"
+            problems.add(
+                f"unknown setting '{where}{_echo(key)}' ({fix}); remove it or fix the name"
+            )
+        elif (why := known[key].problem(value, f"{where}{key}")) is not None:
             problems.add(why)
+        else:
+            out[key] = known[key].cast(value)
     return out
 
 
-def _is_float_field(cls: type[Any], name: str) -> bool:
-    return next(f for f in dataclasses.fields(cls) if f.name == name).type == "float"
-
-
-def _table(value: object, key: str, problems: _Problems) -> Mapping[str, Any] | None:
-    if isinstance(value, dict):
-        return value
-    problems.add(f"'{key}' must be a table ([{key}] on its own line), not {_describe(value)}")
-    return None
-
-
 def _parse(data: Mapping[str, Any], problems: _Problems) -> Settings:
-    top: dict[str, Any] = {}
-    tables = ("engine", "sampling", "network", "keys", "remote")
-    scalars = {k: v for k, v in data.items() if k not in tables}
-    top.update(_read_table(Settings, scalars, "", problems))
-
-    if "engine" in data and (t := _table(data["engine"], "engine", problems)) is not None:
-        top["engine"] = EngineSettings(**_read_table(EngineSettings, t, "engine.", problems))
-    if "sampling" in data and (t := _table(data["sampling"], "sampling", problems)) is not None:
-        top["sampling"] = SamplingSettings(
-            **_read_table(SamplingSettings, t, "sampling.", problems)
-        )
-    if "network" in data and (t := _table(data["network"], "network", problems)) is not None:
-        top["network"] = NetworkSettings(**_read_table(NetworkSettings, t, "network.", problems))
+    scalars = {k: v for k, v in data.items() if k not in (*SECTIONS, "keys", "remote")}
+    top: dict[str, Any] = _read_table(Settings, scalars, "", problems)
+    for name, cls in SECTIONS.items():
+        if name in data and (t := _table(data[name], name, problems)) is not None:
+            top[name] = cls(**_read_table(cls, t, f"{name}.", problems))
     if "keys" in data and (t := _table(data["keys"], "keys", problems)) is not None:
         keys: dict[str, str] = {}
         for action, key in t.items():
@@ -494,6 +263,13 @@ def _parse(data: Mapping[str, Any], problems: _Problems) -> Settings:
     if "remote" in data:
         top["remote"] = _parse_remotes(data["remote"], problems)
     return Settings(**top)
+
+
+def _table(value: object, key: str, problems: _Problems) -> Mapping[str, Any] | None:
+    if isinstance(value, dict):
+        return value
+    problems.add(f"'{key}' must be a table ([{key}] on its own line), not {describe(value)}")
+    return None
 
 
 QUIT_KEY = "ctrl+q"
@@ -514,11 +290,11 @@ def _key_binding(action: str, value: object, problems: _Problems) -> str | None:
         return None
     example = 'e.g. "ctrl+t", "f2" or "ctrl+t,f2"'
     if not isinstance(value, str) or not value.strip():
-        problems.add(f"'{where}' must be a key name in quotes, {example}, not {_describe(value)}")
+        problems.add(f"'{where}' must be a key name in quotes, {example}, not {describe(value)}")
         return None
     parts = [part.strip() for part in value.split(",")]
     if len(value) > 200 or not all(_KEY_RE.fullmatch(part) for part in parts):
-        problems.add(f"'{where}' is {_describe(value)}, not a key name: write {example}")
+        problems.add(f"'{where}' is {describe(value)}, not a key name: write {example}")
         return None
     quits = QUIT_KEY in (part.lower() for part in parts)
     if quits and action != _QUIT_ACTION:
@@ -587,90 +363,23 @@ _MAX_PROBLEMS = 20
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def _toml_str(text: str) -> str:
-    """A TOML basic string: escapes what TOML requires, keeps every other character as is."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_str(key)
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise SettingsError(f"cannot save the number {value} in settings: use a finite one")
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_str(value)
-    raise SettingsError(f"cannot save {_describe(value)} in settings")
-
-
-def _field_docs(cls: type[Any]) -> dict[str, str]:
-    """Each field's docstring (the string under it), read from the source for comments."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return {}  # no source (a frozen app): the file is written without comments
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    docs: dict[str, str] = {}
-    for node, after in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
-
-
-# Shown commented out for settings that are unset (None), so uncommenting gives valid TOML.
-_EXAMPLES = {
-    "model": '"gemma-3-270m"',
-    "n_threads": "4",
-    "seed": "42",
-    "api_key_env": '"MY_SERVER_KEY"',
-}
+    return key if _BARE_KEY.match(key) else toml_value(key)
 
 
 def _comment(text: str) -> list[str]:
     return [f"# {line}" for line in textwrap.wrap(text, 96)] if text else []
 
 
-def _scalar_lines(obj: Any, skip: tuple[str, ...] = ()) -> list[str]:
-    docs = _field_docs(type(obj))
+def _scalar_lines(obj: Any) -> list[str]:
     lines: list[str] = []
-    for f in dataclasses.fields(obj):
-        if f.name in skip:
-            continue
-        lines += _comment(docs.get(f.name, ""))
-        value = getattr(obj, f.name)
-        if value is None:
-            lines.append(f"# {f.name} = {_EXAMPLES.get(f.name, '')}")
+    for s in _scalars(type(obj)).values():
+        lines += _comment(s.help)
+        value = getattr(obj, s.name)
+        if value is None:  # shown commented out, so uncommenting gives valid TOML
+            lines.append(f"# {s.name} = {toml_value(s.example)}")
         else:
-            lines.append(f"{f.name} = {_toml_value(value)}")
+            lines.append(f"{s.name} = {toml_value(value)}")
     return lines
 
 
@@ -680,14 +389,13 @@ def render_settings(settings: Settings) -> str:
         "# localbvi settings. Every setting is optional: delete a line to get its default.",
         "# If this file has a mistake, localbvi says which line and starts with the defaults.",
         "",
+        *_scalar_lines(settings),
     ]
-    lines += _scalar_lines(settings, skip=("engine", "sampling", "network", "keys", "remote"))
-    docs = _field_docs(Settings)
-    for name in ("engine", "sampling", "network"):
-        lines += ["", *_comment(docs.get(name, "")), f"[{name}]"]
-        lines += _scalar_lines(getattr(settings, name))
-    lines += ["", *_comment(docs.get("keys", "")), "[keys]"]
-    lines += [f"{_toml_key(k)} = {_toml_str(v)}" for k, v in sorted(settings.keys.items())]
+    docs = {s.name: s.help for s in specs(Settings)}
+    for name in SECTIONS:
+        lines += ["", *_comment(docs[name]), f"[{name}]", *_scalar_lines(getattr(settings, name))]
+    lines += ["", *_comment(docs["keys"]), "[keys]"]
+    lines += [f"{_toml_key(k)} = {toml_value(v)}" for k, v in sorted(settings.keys.items())]
     if not settings.remote:
         lines += [
             "",
@@ -698,7 +406,7 @@ def render_settings(settings: Settings) -> str:
             '# kind = "instruct"',
         ]
     for remote in settings.remote:
-        lines += ["", *_comment(docs.get("remote", "")), "[[remote]]", *_scalar_lines(remote)]
+        lines += ["", *_comment(docs["remote"]), "[[remote]]", *_scalar_lines(remote)]
     return "\n".join(lines) + "\n"
 
 
@@ -826,16 +534,15 @@ def _updated_text(path: Path, settings: Settings) -> str:
 
 def _merge(document: Any, before: Settings, after: Settings) -> None:
     """Write into the tomlkit `document` each value where `after` differs from `before`."""
-    for name in ("model", "mode", "theme"):
-        _set(document, name, getattr(before, name), getattr(after, name), "")
-    for name in ("engine", "sampling", "network"):
+    for s in _scalars(Settings).values():
+        _set(document, s.name, getattr(before, s.name), getattr(after, s.name), "")
+    for name, cls in SECTIONS.items():
         old, new = getattr(before, name), getattr(after, name)
         if old == new:
             continue
         table = _table_in(document, name)
-        docs = _field_docs(type(new))
-        for f in dataclasses.fields(new):
-            _set(table, f.name, getattr(old, f.name), getattr(new, f.name), docs.get(f.name, ""))
+        for s in _scalars(cls).values():
+            _set(table, s.name, getattr(old, s.name), getattr(new, s.name), s.help)
     if before.keys != after.keys:
         table = _table_in(document, "keys")
         for action in set(before.keys) - set(after.keys):
@@ -849,9 +556,9 @@ def _merge(document: Any, before: Settings, after: Settings) -> None:
         servers = tomlkit.aot()
         for remote in after.remote:
             entry = tomlkit.table()
-            for f in dataclasses.fields(remote):
-                if (value := getattr(remote, f.name)) is not None:
-                    entry[f.name] = value
+            for name in _scalars(RemoteServer):
+                if (value := getattr(remote, name)) is not None:
+                    entry[name] = value
             servers.append(entry)
         if after.remote:
             document["remote"] = servers

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from localbvi.engine.types import DoneEvent, Event, LoadConfig, LoadInfo, Sampling, TokenEvent
 from localbvi.errors import printable
+from localbvi.fieldspec import Spec, specs
 
 if TYPE_CHECKING:
     from localbvi.settings import Settings
@@ -22,7 +23,6 @@ __all__ = [
     "add_load_flags",
     "add_sampling_flags",
     "emit_json",
-    "gpu_layers",
     "json_safe",
     "json_text",
     "load_config_from",
@@ -32,129 +32,61 @@ __all__ = [
     "stats_line",
 ]
 
-_DEFAULTS = Sampling()
-
-
-def gpu_layers(value: str) -> int | str:
-    """`--gpu-layers auto|N` (argparse type)."""
-    if value == "auto":
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {value!r}") from None
-    if n < -1:
-        raise argparse.ArgumentTypeError("expected 'auto', -1 (all) or a number ≥ 0")
-    return n
-
 
 def setting_type(key: str) -> Callable[[str], Any]:
-    """An argparse type that accepts what the settings file accepts for `key` ("table.key").
+    """An argparse type that accepts what the settings file accepts for `key` ("table.key")."""
+    from localbvi.settings import setting_spec
 
-    The range comes from `localbvi.settings.NUMBER_RANGES`, so a flag and its setting can
-    never disagree about what is valid.
-    """
-    from localbvi.settings import NUMBER_RANGES
+    return _flag_type(setting_spec(key))
 
-    allowed = NUMBER_RANGES[key]
-    what = "a whole number" if allowed.integer else "a number"
 
-    def parse(text: str) -> int | float:
+def _flag_type(field: Spec) -> Callable[[str], Any]:
+    """An argparse type from the field's definition, so a flag and its setting agree."""
+
+    def parse(text: str) -> Any:
         try:
-            value: int | float = int(text) if allowed.integer else float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {what}, got {printable(text)[:40]!r}"
-            ) from None
-        if not allowed.contains(value):
-            raise argparse.ArgumentTypeError(f"expected {what} {allowed.span()}, got {text}")
-        return value
+            return field.parse(text)
+        except ValueError as exc:
+            got = text if _is_number(text) else repr(printable(text)[:40])
+            raise argparse.ArgumentTypeError(f"expected {exc}, got {got}") from None
 
     return parse
 
 
-def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
-    """Sampling flags; any left out take the settings file's value (else the defaults)."""
-    g = parser.add_argument_group("sampling (defaults: the settings file, else these)")
-    g.add_argument(
-        "--max-tokens",
-        type=setting_type("sampling.max_tokens"),
-        default=None,
-        help=f"most tokens to generate (default {_DEFAULTS.max_tokens})",
-    )
-    g.add_argument(
-        "--temperature",
-        type=setting_type("sampling.temperature"),
-        default=None,
-        help=f"0 is deterministic (default {_DEFAULTS.temperature})",
-    )
-    g.add_argument(
-        "--top-p",
-        type=setting_type("sampling.top_p"),
-        default=None,
-        help=f"default {_DEFAULTS.top_p}",
-    )
-    g.add_argument(
-        "--top-k",
-        type=setting_type("sampling.top_k"),
-        default=None,
-        help=f"default {_DEFAULTS.top_k}",
-    )
-    g.add_argument(
-        "--min-p",
-        type=setting_type("sampling.min_p"),
-        default=None,
-        help=f"default {_DEFAULTS.min_p}",
-    )
-    g.add_argument(
-        "--repeat-penalty",
-        type=setting_type("sampling.repeat_penalty"),
-        default=None,
-        help=f"default {_DEFAULTS.repeat_penalty}",
-    )
-    g.add_argument(
-        "--seed",
-        type=setting_type("sampling.seed"),
-        default=None,
-        help="sampling seed (default: random)",
-    )
-    g.add_argument(
-        "--stop",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="stop when the output contains TEXT (repeatable)",
-    )
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _add_flags(parser: argparse.ArgumentParser, cls: type[Any], title: str, *skip: str) -> None:
+    """One flag per field of `cls` that has one; a flag left out is None."""
+    group = parser.add_argument_group(f"{title} (defaults: the settings file, else these)")
+    for field in specs(cls):
+        if not field.flag or field.name in skip:
+            continue
+        default = "" if field.default in (None, ()) else f" (default {field.default})"
+        text = (field.help + default).replace("%", "%%")
+        if tuple in field.kinds:
+            group.add_argument(
+                field.flag, dest=field.name, action="append", metavar="TEXT", help=text
+            )
+        elif field.choices and not field.number:
+            group.add_argument(field.flag, dest=field.name, choices=field.choices, help=text)
+        else:
+            group.add_argument(field.flag, dest=field.name, type=_flag_type(field), help=text)
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser, *, top_probs: bool = False) -> None:
+    """Sampling flags from `Sampling`'s fields (`--top-k-probs` only where asked for)."""
+    _add_flags(parser, Sampling, "sampling", *(() if top_probs else ("top_probs",)))
 
 
 def add_load_flags(parser: argparse.ArgumentParser) -> None:
-    defaults = LoadConfig()
-    g = parser.add_argument_group("loading (defaults: the settings file, else these)")
-    g.add_argument(
-        "--ctx",
-        type=setting_type("engine.n_ctx"),
-        default=None,
-        help=f"context size in tokens (default {defaults.n_ctx})",
-    )
-    g.add_argument(
-        "--threads",
-        type=setting_type("engine.n_threads"),
-        default=None,
-        help="CPU threads (default: the cores of this machine)",
-    )
-    g.add_argument(
-        "--gpu-layers",
-        type=gpu_layers,
-        default=None,
-        help="layers to offload to the GPU: auto (all, where supported) or N",
-    )
-    g.add_argument(
-        "--cpu-extra-buffers",
-        choices=("auto", "on", "off"),
-        default=None,
-        help="llama.cpp's CPU extra buffers (AMX, weight repacking): auto (default) turns "
-        "them off where they crash llama.cpp on this CPU",
-    )
+    """Loading flags from `LoadConfig`'s fields."""
+    _add_flags(parser, LoadConfig, "loading")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -175,33 +107,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     return loaded.settings
 
 
+def _given(args: argparse.Namespace, cls: type[Any]) -> dict[str, Any]:
+    """The values of `cls`'s flags given on the command line."""
+    found = {f.name: getattr(args, f.name, None) for f in specs(cls) if f.flag}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in found.items() if v is not None}
+
+
 def sampling_from(args: argparse.Namespace, **overrides: Any) -> Sampling:
     """Flags given on the command line, then the settings file, then the defaults."""
-    base: Sampling = _settings(args).to_sampling()
-    flags = {
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "top_k": args.top_k,
-        "min_p": args.min_p,
-        "repeat_penalty": args.repeat_penalty,
-        "max_tokens": args.max_tokens,
-        "seed": args.seed,
-    }
-    values: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
-    values["stop"] = tuple(args.stop)
-    values.update(overrides)
-    return replace(base, **values)
+    return replace(_settings(args).sampling, **{**_given(args, Sampling), **overrides})
 
 
 def load_config_from(args: argparse.Namespace) -> LoadConfig:
-    base: LoadConfig = _settings(args).to_load_config()
-    flags = {
-        "n_ctx": args.ctx,
-        "n_threads": args.threads,
-        "n_gpu_layers": args.gpu_layers,
-        "cpu_extra_buffers": args.cpu_extra_buffers,
-    }
-    return replace(base, **{k: v for k, v in flags.items() if v is not None})
+    """Flags given on the command line, then the settings file, then the defaults."""
+    return replace(_settings(args).engine, **_given(args, LoadConfig))
 
 
 def json_safe(value: Any) -> Any:

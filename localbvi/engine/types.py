@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from localbvi.fieldspec import spec
+
 __all__ = [
     "KINDS",
     "MODES",
@@ -56,37 +58,116 @@ class Message:
 
 @dataclass(frozen=True)
 class LoadConfig:
-    """How to load a model. Changing any field needs a reload."""
+    """How to load a model (the settings file's `[engine]`). Changing any field needs a reload."""
 
-    n_ctx: int = 4096
-    """Context window in tokens (prompt + reply)."""
-    n_threads: int | None = None
-    """CPU threads for decoding; None lets localbvi pick (physical cores)."""
-    n_gpu_layers: GpuLayers = "auto"
-    """Layers to offload: "auto" offloads all where the build supports GPU offload, else 0."""
-    seed: int = -1
-    """Default sampling seed (-1: random). A `Sampling.seed` overrides it per request."""
-    chat_template: str | None = None
-    """A Jinja chat template that replaces the one in the GGUF (the catalog's override)."""
-    cpu_extra_buffers: ExtraBuffers = "auto"
-    """llama.cpp's CPU extra buffer types (AMX, weight repacking): "auto" uses them unless
-    they crashed llama.cpp on this CPU with this build (then remembered), "on" or "off"."""
+    n_ctx: int = spec(
+        4096,
+        "Context window in tokens (prompt + reply). Larger costs memory.",
+        lo=16,
+        hi=1 << 22,
+        label="Context size",
+        flag="--ctx",
+    )
+    n_threads: int | None = spec(
+        None,
+        "CPU threads for decoding; leave it out to let localbvi pick (the physical cores).",
+        lo=1,
+        example=4,
+        label="Threads",
+        flag="--threads",
+    )
+    n_gpu_layers: GpuLayers = spec(
+        "auto",
+        'Layers to put on the GPU: "auto" offloads all where the build supports it, 0 for '
+        "none, -1 for all.",
+        lo=-1,
+        label="GPU layers",
+        flag="--gpu-layers",
+    )
+    cpu_extra_buffers: ExtraBuffers = spec(
+        "auto",
+        'llama.cpp\'s CPU extra buffers (AMX, weight repacking): "auto" turns them off where '
+        'they crash llama.cpp on this CPU (found once, then remembered), "on" or "off" to force.',
+        label="CPU extra buffers",
+        flag="--cpu-extra-buffers",
+    )
+    seed: int = spec(
+        -1,
+        "Default sampling seed (-1: random). A `Sampling.seed` overrides it per request.",
+        setting=False,
+    )
+    chat_template: str | None = spec(
+        None,
+        "A Jinja chat template that replaces the one in the GGUF (the catalog's override).",
+        setting=False,
+    )
 
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling parameters of one generation request."""
+    """Sampling parameters of one generation request (the settings file's `[sampling]`)."""
 
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    max_tokens: int = 256
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    top_probs: int = 0
-    """How many alternatives (with probabilities) to report per token; 0 for none, at most 10."""
+    temperature: float = spec(
+        0.8,
+        "Randomness: 0 always picks the most likely token (same prompt, same answer).",
+        lo=0,
+        hi=5,
+        label="Temperature",
+        flag="--temperature",
+    )
+    top_p: float = spec(
+        0.95,
+        "Sample only from the most likely tokens whose probabilities add up to this (0-1).",
+        lo=0,
+        hi=1,
+        label="Top-p",
+        flag="--top-p",
+    )
+    top_k: int = spec(
+        40,
+        "Sample only from this many most likely tokens (0: no limit).",
+        lo=0,
+        label="Top-k",
+        flag="--top-k",
+    )
+    min_p: float = spec(
+        0.05,
+        "Drop tokens less likely than this fraction of the most likely one (0-1).",
+        lo=0,
+        hi=1,
+        label="Min-p",
+        flag="--min-p",
+    )
+    repeat_penalty: float = spec(
+        1.0,
+        "Above 1 discourages repeating recent tokens; 1 turns it off.",
+        lo=0,
+        hi=5,
+        label="Repeat penalty",
+        flag="--repeat-penalty",
+    )
+    max_tokens: int = spec(
+        256, "Longest reply, in tokens.", lo=1, label="Max tokens", flag="--max-tokens"
+    )
+    seed: int | None = spec(
+        None,
+        "Sampling seed for reproducible runs; leave it out for a random one.",
+        lo=0,
+        example=42,
+        label="Seed",
+        flag="--seed",
+    )
+    top_probs: int = spec(
+        0,
+        "Alternatives (with probabilities) to show per token: 0 for none, at most 10.",
+        lo=0,
+        hi=10,
+        label="Alternatives",
+        flag="--top-k-probs",
+    )
+    stop: tuple[str, ...] = spec(
+        (), "Stop when the output contains this text (repeatable).", setting=False, flag="--stop"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,19 @@
 """Plain values the app keeps: the settings form, sampling presets, and model choices.
 
 The app's settings are the domain `localbvi.settings.Settings` (one source of truth, read from
-and written to the settings file). `AppSettings` is the flat form the settings screen edits;
-`AppSettings.from_settings` and `AppSettings.apply_to` map it onto `Settings`.
+and written to the settings file). The settings form edits its `[sampling]`, `[engine]` and
+`[network]` values, whose fields (`form_fields`) come from the one definition of each.
 Nothing here imports Textual.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
+from typing import Any
 
-from localbvi.engine.types import (
-    ExtraBuffers,
-    GpuLayers,
-    Kind,
-    LoadConfig,
-    LoadInfo,
-    Mode,
-    Sampling,
-)
-from localbvi.settings import EngineSettings, SamplingSettings, Settings
+from localbvi.engine.types import Kind, LoadConfig, Mode, Sampling
+from localbvi.fieldspec import Spec, specs
+from localbvi.settings import SECTIONS, Settings
 
 __all__ = [
     "PRESETS",
@@ -27,123 +21,61 @@ __all__ = [
     "ModelChoice",
     "apply_preset",
     "default_mode",
-    "kind_of",
+    "form_fields",
     "load_config",
     "preset_of",
 ]
 
-# The form starts from the settings file's defaults, so the two never drift apart.
-_SAMPLING = SamplingSettings()
-_ENGINE = EngineSettings()
+
+def form_fields() -> list[tuple[str, Spec]]:
+    """The settings form's fields: every key of the settings file's value tables."""
+    return [(table, s) for table, cls in SECTIONS.items() for s in specs(cls) if s.setting]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class AppSettings:
-    """The settings form: sampling applies at once, loading on next load.
+    """The settings form's value: the settings file's values and this run's system prompt."""
 
-    Defaults are the settings file's defaults (`SamplingSettings`, `EngineSettings`).
-    """
+    settings: Settings
+    system_prompt: str
+    """The system message of new chats (empty: none; not kept in the settings file)."""
 
-    preset: str = "balanced"
-    """The preset the sampling fields came from ("custom" once a field is edited)."""
-    temperature: float = _SAMPLING.temperature
-    """Randomness; 0 always picks the most likely token."""
-    top_p: float = _SAMPLING.top_p
-    """Sample from the smallest set of tokens whose probabilities add up to this."""
-    top_k: int = _SAMPLING.top_k
-    """Sample from at most this many most-likely tokens (0: no limit)."""
-    min_p: float = _SAMPLING.min_p
-    """Drop tokens less likely than this fraction of the most likely one."""
-    repeat_penalty: float = _SAMPLING.repeat_penalty
-    """Above 1 discourages repeating recent tokens."""
-    max_tokens: int = _SAMPLING.max_tokens
-    """Longest reply or continuation, in tokens."""
-    seed: int | None = None
-    """Fixed seed for repeatable sampling; None draws a new one per request."""
-    n_ctx: int = _ENGINE.n_ctx
-    """Context window in tokens (prompt + reply). Applied on next load."""
-    n_threads: int | None = None
-    """CPU threads; None lets localbvi pick. Applied on next load."""
-    n_gpu_layers: GpuLayers = _ENGINE.n_gpu_layers
-    """Layers offloaded to the GPU ("auto": all where supported). Applied on next load."""
-    cpu_extra_buffers: ExtraBuffers = _ENGINE.cpu_extra_buffers
-    """llama.cpp's CPU extra buffers ("auto": off where they crash). Applied on next load."""
-    system_prompt: str = ""
-    """The system message of new chats (empty: none)."""
+    def __init__(
+        self, settings: Settings | None = None, system_prompt: str = "", **values: Any
+    ) -> None:
+        """`values` set form fields by name, e.g. `AppSettings(temperature=0.0, n_ctx=1024)`."""
+        settings = settings or Settings()
+        for table, field in form_fields():
+            if field.name in values:
+                section = replace(getattr(settings, table), **{field.name: values.pop(field.name)})
+                settings = replace(settings, **{table: section})
+        if values:
+            raise TypeError(f"not a settings form field: {', '.join(values)}")
+        object.__setattr__(self, "settings", settings)
+        object.__setattr__(self, "system_prompt", system_prompt)
 
     @classmethod
     def from_settings(cls, settings: Settings, system_prompt: str = "") -> AppSettings:
         """The form's values for `settings` (the file's), plus the session's system prompt."""
-        s, e = settings.sampling, settings.engine
-        form = cls(
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            min_p=s.min_p,
-            repeat_penalty=s.repeat_penalty,
-            max_tokens=s.max_tokens,
-            seed=s.seed,
-            n_ctx=e.n_ctx,
-            n_threads=e.n_threads,
-            n_gpu_layers=e.n_gpu_layers,
-            cpu_extra_buffers=e.cpu_extra_buffers,
-            system_prompt=system_prompt,
-        )
-        return replace(form, preset=preset_of(form))
+        return cls(settings, system_prompt)
+
+    @property
+    def preset(self) -> str:
+        """The preset whose values the sampling fields have, else "custom"."""
+        return preset_of(self.settings.sampling)
+
+    def value(self, name: str) -> Any:
+        """The form field `name`'s value."""
+        table = next(table for table, field in form_fields() if field.name == name)
+        return getattr(getattr(self.settings, table), name)
 
     def apply_to(self, settings: Settings) -> Settings:
-        """`settings` with this form's sampling and engine values (everything else kept)."""
-        return replace(
-            settings,
-            sampling=replace(
-                settings.sampling,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                top_k=self.top_k,
-                min_p=self.min_p,
-                repeat_penalty=self.repeat_penalty,
-                max_tokens=self.max_tokens,
-                seed=self.seed,
-            ),
-            engine=replace(
-                settings.engine,
-                n_ctx=self.n_ctx,
-                n_threads=self.n_threads,
-                n_gpu_layers=self.n_gpu_layers,
-                cpu_extra_buffers=self.cpu_extra_buffers,
-            ),
-        )
-
-    def sampling(self) -> Sampling:
-        """The sampling request for one generation."""
-        return Sampling(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repeat_penalty=self.repeat_penalty,
-            max_tokens=self.max_tokens,
-            seed=self.seed,
-        )
-
-    def load_config(self, chat_template: str | None = None) -> LoadConfig:
-        """How the next model loads."""
-        return LoadConfig(
-            n_ctx=self.n_ctx,
-            n_threads=self.n_threads,
-            n_gpu_layers=self.n_gpu_layers,
-            chat_template=chat_template,
-            cpu_extra_buffers=self.cpu_extra_buffers,
-        )
+        """`settings` with this form's values (everything else kept)."""
+        return replace(settings, **{table: getattr(self.settings, table) for table in SECTIONS})
 
     def load_fields_differ(self, other: AppSettings) -> bool:
         """True when `other` changes something that only takes effect on the next load."""
-        return (self.n_ctx, self.n_threads, self.n_gpu_layers, self.cpu_extra_buffers) != (
-            other.n_ctx,
-            other.n_threads,
-            other.n_gpu_layers,
-            other.cpu_extra_buffers,
-        )
+        return self.settings.engine != other.settings.engine
 
 
 PRESETS: dict[str, dict[str, float | int]] = {
@@ -171,16 +103,14 @@ PRESETS: dict[str, dict[str, float | int]] = {
 }
 """Sampling presets; each names only sampling fields so the rest of the settings stay."""
 
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty")
 
-
-def preset_of(settings: AppSettings) -> str:
-    """The preset whose sampling values `settings` has, else "custom"."""
+def preset_of(sampling: Sampling) -> str:
+    """The preset whose values `sampling` has, else "custom"."""
     return next(
         (
             name
             for name, values in PRESETS.items()
-            if all(getattr(settings, k) == v for k, v in values.items())
+            if all(getattr(sampling, k) == v for k, v in values.items())
         ),
         "custom",
     )
@@ -188,14 +118,12 @@ def preset_of(settings: AppSettings) -> str:
 
 def load_config(settings: Settings, chat_template: str | None = None) -> LoadConfig:
     """How the next model loads, from the settings and the catalog's template override."""
-    return replace(settings.to_load_config(), chat_template=chat_template)
+    return replace(settings.engine, chat_template=chat_template)
 
 
-def apply_preset(settings: AppSettings, name: str) -> AppSettings:
-    """`settings` with the sampling fields of preset `name`."""
-    values = PRESETS[name]
-    known = {f.name for f in fields(AppSettings)}
-    return replace(settings, preset=name, **{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
+def apply_preset(form: AppSettings, name: str) -> AppSettings:
+    """`form` with the sampling fields of preset `name`."""
+    return AppSettings(form.settings, form.system_prompt, **PRESETS[name])
 
 
 @dataclass(frozen=True)
@@ -227,13 +155,6 @@ class ModelChoice:
     def remote(self) -> bool:
         """Served by another machine (a `[[remote]]` of the settings file): never downloaded."""
         return self.source == "remote"
-
-
-def kind_of(catalog_kind: Kind | None, info: LoadInfo | None) -> Kind:
-    """The catalog's word wins; otherwise a model with a chat template is "instruct"."""
-    if catalog_kind is not None:
-        return catalog_kind
-    return "instruct" if info is not None and info.chat_template else "base"
 
 
 def default_mode(kind: Kind) -> Mode:

@@ -15,7 +15,7 @@ import pytest
 
 from localbvi.cli import main
 from localbvi.sessions import SessionStore, default_db_path
-from localbvi.settings import NUMBER_RANGES, load_settings
+from localbvi.settings import load_settings, setting_spec
 
 FLAGS = {
     "sampling.temperature": "--temperature",
@@ -81,7 +81,7 @@ def test_flags_and_the_settings_file_accept_the_same_values(
     key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One range per setting: the flag and the file agree at both edges."""
-    allowed = NUMBER_RANGES[key]
+    allowed = setting_spec(key)
     table, name = key.split(".")
     flag = FLAGS[key]
     edges = [v for v in (allowed.lo, allowed.hi) if v is not None]

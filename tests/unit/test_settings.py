@@ -10,9 +10,7 @@ import pytest
 
 from localbvi.engine.types import LoadConfig, Sampling
 from localbvi.settings import (
-    EngineSettings,
     RemoteServer,
-    SamplingSettings,
     Settings,
     load_settings,
     save_settings,
@@ -25,8 +23,8 @@ def _full_settings() -> Settings:
         model="gemma-3-270m",
         mode="completion",
         theme="nord",
-        engine=EngineSettings(n_ctx=2048, n_threads=2, n_gpu_layers=0),
-        sampling=SamplingSettings(temperature=0.0, top_k=1, seed=7, top_probs=5, max_tokens=64),
+        engine=LoadConfig(n_ctx=2048, n_threads=2, n_gpu_layers=0),
+        sampling=Sampling(temperature=0.0, top_k=1, seed=7, top_probs=5, max_tokens=64),
         keys={"app.quit": "ctrl+q", "chat.cancel": "escape"},
         remote=(
             RemoteServer("big", "http://gpu-box:8080/v1", model="llama-70b", api_key_env="BOX_KEY"),
@@ -134,7 +132,7 @@ def test_wrong_types_say_how_to_write_the_value() -> None:
     assert "'engine.n_gpu_layers' must be \"auto\"" in problem
     assert "'sampling.top_p' is 3 but must be between 0 and 1" in problem
     assert "must start with http:// or https://" in problem
-    assert loaded.settings.engine == EngineSettings()
+    assert loaded.settings.engine == LoadConfig()
     assert loaded.settings.remote == ()
 
 

@@ -1,13 +1,13 @@
-"""Settings: sampling (with presets and seed) now; context, threads, GPU layers on next load.
+"""Settings: sampling (with presets and seed), loading (next load) and server timeouts.
 
-Save writes the settings file (the app does, with `localbvi.settings.save_settings`). When
-that file could not be read, the dialog says so up front: Save leaves it untouched and writes
-a new file beside it.
+The fields come from the one definition of each setting (`localbvi.tui.state.form_fields`):
+label, help (the field's tooltip), range. Save writes the settings file (the app does, with
+`localbvi.settings.save_settings`). When that file could not be read, the dialog says so up
+front: Save leaves it untouched and writes a new file beside it.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,65 +18,40 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select
 
+from localbvi.fieldspec import Spec
 from localbvi.settings import save_target
-from localbvi.tui.state import PRESETS, SAMPLING_FIELDS, AppSettings, apply_preset, preset_of
+from localbvi.tui.state import PRESETS, AppSettings, apply_preset, form_fields
 
 __all__ = ["SettingsScreen", "parse_settings"]
 
-FIELDS: list[tuple[str, str, str]] = [
-    ("temperature", "Temperature", "0 = always the most likely token"),
-    ("top_p", "Top-p", "0-1"),
-    ("top_k", "Top-k", "0 = no limit"),
-    ("min_p", "Min-p", "0-1"),
-    ("repeat_penalty", "Repeat penalty", "1 = off"),
-    ("max_tokens", "Max tokens", "longest reply"),
-    ("seed", "Seed", "empty = random"),
-    ("n_ctx", "Context size", "tokens · next load"),
-    ("n_threads", "Threads", "empty = auto · next load"),
-    ("n_gpu_layers", "GPU layers", "auto or a number · next load"),
-]
 
-
-def _value(settings: AppSettings, name: str) -> str:
-    value = getattr(settings, name)
+def _text(value: object) -> str:
     return "" if value is None else str(value)
+
+
+def _hint(table: str, field: Spec) -> str:
+    """The field's accepted values in brief: "0-5", "empty = auto", "auto, on or off"."""
+    parts = [" or ".join(field.choices)] if field.choices else []
+    if field.number:
+        lo, hi = (f"{v:g}" if v is not None else "" for v in (field.lo, field.hi))
+        parts.append(f"{lo}-{hi}" if hi else f"≥ {lo}")
+    if field.optional:
+        parts.append("empty = auto")
+    if table == "engine":
+        parts.append("next load")
+    return " · ".join(parts)
 
 
 def parse_settings(base: AppSettings, raw: dict[str, str]) -> AppSettings:
     """Settings from the form's text fields; raises ValueError with a readable message."""
-
-    def number(
-        name: str, label: str, kind: type[float] | type[int], low: float, high: float
-    ) -> float | int:
-        text = raw[name].strip()
+    values = {}
+    for _, field in form_fields():
         try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"{label} must be a number, not {text!r}") from None
-        if not low <= value <= high:
-            raise ValueError(f"{label} must be between {low:g} and {high:g}")
-        return value
-
-    seed_text = raw["seed"].strip()
-    threads_text = raw["n_threads"].strip()
-    gpu_text = raw["n_gpu_layers"].strip().lower()
-    settings = replace(
-        base,
-        temperature=float(number("temperature", "Temperature", float, 0, 5)),
-        top_p=float(number("top_p", "Top-p", float, 0, 1)),
-        top_k=int(number("top_k", "Top-k", int, 0, 100_000)),
-        min_p=float(number("min_p", "Min-p", float, 0, 1)),
-        repeat_penalty=float(number("repeat_penalty", "Repeat penalty", float, 0.5, 3)),
-        max_tokens=int(number("max_tokens", "Max tokens", int, 1, 1_000_000)),
-        seed=int(number("seed", "Seed", int, 0, 2**32 - 1)) if seed_text else None,
-        n_ctx=int(number("n_ctx", "Context size", int, 64, 1_048_576)),
-        n_threads=int(number("n_threads", "Threads", int, 1, 512)) if threads_text else None,
-        n_gpu_layers="auto"
-        if gpu_text in ("", "auto")
-        else int(number("n_gpu_layers", "GPU layers", int, -1, 10_000)),
-        system_prompt=raw.get("system_prompt", base.system_prompt),
-    )
-    return replace(settings, preset=preset_of(settings))
+            values[field.name] = field.parse(raw[field.name])
+        except ValueError as exc:
+            text = raw[field.name].strip()
+            raise ValueError(f"{field.label} must be {exc}, not {text!r}") from None
+    return AppSettings(base.settings, raw.get("system_prompt", base.system_prompt), **values)
 
 
 class SettingsScreen(ModalScreen[AppSettings | None]):
@@ -106,16 +81,17 @@ class SettingsScreen(ModalScreen[AppSettings | None]):
                     id="preset",
                 )
                 yield Label("deterministic · balanced · creative", classes="field-hint")
-                for name, label, hint in FIELDS:
-                    yield Label(label)
-                    yield Input(_value(self.settings, name), id=name)
-                    yield Label(hint, classes="field-hint")
+                for table, field in form_fields():
+                    yield Label(field.label)
+                    value = _text(self.settings.value(field.name))
+                    yield Input(value, id=field.name, tooltip=field.help)
+                    yield Label(_hint(table, field), classes="field-hint")
                 yield Label("System prompt")
                 yield Input(self.settings.system_prompt, id="system_prompt")
                 yield Label("for new chats", classes="field-hint")
             yield Label(
-                "Sampling applies to the next request; context size, threads and GPU layers "
-                "on the next model load. The system prompt is kept for this run only.",
+                "Sampling applies to the next request; loading settings and timeouts on the "
+                "next model load. The system prompt is kept for this run only.",
                 classes="dialog-note",
             )
             yield Label(self._save_note(), id="settings-target", classes="dialog-note")
@@ -136,8 +112,8 @@ class SettingsScreen(ModalScreen[AppSettings | None]):
         if not isinstance(event.value, str) or event.value not in PRESETS:
             return
         preset = apply_preset(self.settings, event.value)
-        for name in SAMPLING_FIELDS:
-            self.query_one(f"#{name}", Input).value = _value(preset, name)
+        for name in PRESETS[event.value]:
+            self.query_one(f"#{name}", Input).value = _text(preset.value(name))
 
     @on(Button.Pressed, "#save")
     def _save_pressed(self) -> None:
@@ -148,7 +124,7 @@ class SettingsScreen(ModalScreen[AppSettings | None]):
         self.action_cancel()
 
     def action_save(self) -> None:
-        names = [name for name, _, _ in FIELDS] + ["system_prompt"]
+        names = [field.name for _, field in form_fields()] + ["system_prompt"]
         raw = {name: self.query_one(f"#{name}", Input).value for name in names}
         try:
             settings = parse_settings(self.settings, raw)
