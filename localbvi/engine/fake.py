@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from localbvi.engine.types import (
+    Alternative,
     DoneEvent,
     Event,
     FinishReason,
@@ -23,8 +24,10 @@ from localbvi.engine.types import (
     Sampling,
     Token,
     TokenEvent,
+    TokenScore,
+    VocabInfo,
 )
-from localbvi.errors import ModelLoadError, TemplateError
+from localbvi.errors import LocalbviError, ModelLoadError, TemplateError
 
 __all__ = ["FAKE_TEMPLATE", "FakeEngine", "default_has_template"]
 
@@ -48,6 +51,8 @@ DEFAULT_CHAT_SCRIPT = (
     " model",
     ".",
 )
+DEFAULT_SCORE_RANKS = (1, 1, 2, 1, 1, 5, 1, 3, 1, 1, 1, 9)
+"""The rank `score` gives answer token i: 8 unshifted, 2 marginal, 2 shifted of 12."""
 DEFAULT_COMPLETION_SCRIPT = (
     " and",
     " then",
@@ -91,6 +96,8 @@ class FakeEngine:
         has_template: Callable[[str], bool] = default_has_template,
         n_ctx_train: int = 32768,
         fixed_stats: bool = False,
+        score_ranks: Sequence[int] = DEFAULT_SCORE_RANKS,
+        vocab_name: str = "fake",
     ) -> None:
         self.tokens_per_s = tokens_per_s
         self.chat_script = tuple(chat_script)
@@ -103,6 +110,10 @@ class FakeEngine:
         self.n_ctx_train = n_ctx_train
         self.fixed_stats = fixed_stats
         """Report the configured rate and TTFT instead of measured ones (for snapshots)."""
+        self.score_ranks = tuple(score_ranks)
+        """The rank `score` gives answer token i (cycled)."""
+        self.vocab_name = vocab_name
+        """Two fake engines share a vocabulary when their names are equal."""
         self._info: LoadInfo | None = None
         self._cancel = threading.Event()
         self._logs: list[str] = []
@@ -182,6 +193,40 @@ class FakeEngine:
 
     def tokenize(self, text: str) -> list[Token]:
         return [Token(id=i, text=word) for i, word in enumerate(text.split(" "))]
+
+    def score(
+        self,
+        prompt: Sequence[int],
+        answer: Sequence[int],
+        top_k: int = 10,
+        wanted: Sequence[Sequence[int]] = (),
+    ) -> list[TokenScore]:
+        """Scripted scores: answer token i gets rank `score_ranks[i]`, among made-up
+        alternatives with halving probabilities."""
+        self._require_model()
+        out: list[TokenScore] = []
+        for i, token_id in enumerate(answer):
+            if self._cancel.is_set():
+                raise LocalbviError("scoring was cancelled")
+            rank = self.score_ranks[i % len(self.score_ranks)]
+            probs = [0.5**j for j in range(1, top_k + 1)]
+            text = self.chat_script[token_id % len(self.chat_script)]
+            alternatives = [
+                Alternative(f" alt{j}", 5000 + j, p) for j, p in enumerate(probs, start=1)
+            ]
+            if rank <= top_k:
+                alternatives[rank - 1] = Alternative(text, token_id, probs[rank - 1])
+            prob = probs[rank - 1] if rank <= top_k else 0.5 ** (rank + 1)
+            want = wanted[i] if i < len(wanted) else ()
+            out.append(
+                TokenScore(
+                    token_id, text, rank, prob, tuple(alternatives), tuple((w, 0.1) for w in want)
+                )
+            )
+        return out
+
+    def vocab(self) -> VocabInfo:
+        return VocabInfo(self.vocab_name, 1000, f"fake-{self.vocab_name}")
 
     def cancel(self) -> None:
         self._cancel.set()

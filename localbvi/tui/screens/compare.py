@@ -103,6 +103,13 @@ class CompareScreen(Screen[None]):
             id="compare.swap",
             tooltip="Base model through the instruct template, instruct model raw (and back)",
         ),
+        Binding(
+            "f9",
+            "shift",
+            "Token shift",
+            id="compare.shift",
+            tooltip="The instruct answer scored token by token by the base model",
+        ),
     ]
 
     running: reactive[bool] = reactive(False)
@@ -509,6 +516,12 @@ class CompareScreen(Screen[None]):
                 engine, run, index, alternative, sampling, on_event=self._event, cancelled=cancel
             ),
         )
+
+    def action_shift(self) -> None:
+        """Token shift view on this prompt, with these two engines (issue 10)."""
+        from localbvi.tui.screens.shift import open_shift_from_compare
+
+        open_shift_from_compare(self)
 
 
 def _engine_factory(app: LocalbviApp) -> Callable[[], Engine]:

@@ -41,11 +41,13 @@ def _binding_classes() -> list[tuple[str, list[BindingType]]]:
     from localbvi.tui.screens.picker import PickerScreen
     from localbvi.tui.screens.sessions import SessionsScreen
     from localbvi.tui.screens.settings import SettingsScreen
+    from localbvi.tui.screens.shift import ShiftScreen
     from localbvi.tui.screens.welcome import WelcomeScreen
     from localbvi.tui.widgets.chat_message import ChatMessage
     from localbvi.tui.widgets.chat_view import ChatView
     from localbvi.tui.widgets.completion_view import CompletionView
     from localbvi.tui.widgets.downloads_panel import DownloadRow
+    from localbvi.tui.widgets.shift_view import ShiftView
 
     return [
         ("app", LocalbviApp.BINDINGS),
@@ -54,6 +56,7 @@ def _binding_classes() -> list[tuple[str, list[BindingType]]]:
         ("message", ChatMessage.BINDINGS),
         ("completion", CompletionView.BINDINGS),
         ("compare", CompareScreen.BINDINGS),
+        ("shift", ShiftScreen.BINDINGS + ShiftView.BINDINGS),
         ("welcome", WelcomeScreen.BINDINGS),
         ("picker", PickerScreen.BINDINGS),
         ("sessions", SessionsScreen.BINDINGS),
@@ -91,6 +94,7 @@ def binding_groups(
         ("A focused chat message", _bindings(b["message"], km)),
         ("Completion mode", _bindings(b["completion"], km)),
         ("Compare (ctrl+b)", [("enter", "Run the prompt on both"), *_bindings(b["compare"], km)]),
+        ("Token shift (f9 in compare or after a chat reply)", _shift_rows(b["shift"], km)),
         ("Welcome", _bindings(b["welcome"], km)),
         ("Model picker", [("type", "Filter the list"), *_bindings(b["picker"], km)]),
         ("Sessions", [("type", "Search the text"), *_bindings(b["sessions"], km)]),
@@ -99,6 +103,23 @@ def binding_groups(
         ("Log", _bindings(b["log"], km)),
         ("Help", _bindings(b["help"], km)),
     ]
+
+
+def _shift_rows(bindings: list[BindingType], km: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The shift view's keys, what its colours mean and the paper's figures to compare with."""
+    from localbvi.lab.shift import PAPER_FIGURES
+
+    rows = [
+        ("click", "Pick a token: the base model's alternatives there"),
+        *_bindings(bindings, km),
+    ]
+    ranks = "1 unshifted, 2-3 marginal, lower shifted (Lin et al., ICLR 2024)"
+    rows.append(("", f"Rank of each instruct token in the base model: {ranks}"))
+    rows += [
+        ("", f"The paper, {name}: {u} / {m} / {s} % (unshifted / marginal / shifted)")
+        for name, u, m, s in PAPER_FIGURES
+    ]
+    return rows
 
 
 class HelpScreen(ModalScreen[None]):

@@ -34,6 +34,14 @@ class MainScreen(Screen[None]):
             id="main.toggle_mode",
             tooltip="Switch between chat and completion mode",
         ),
+        Binding(
+            "f9",
+            "shift",
+            "Token shift",
+            id="main.shift",
+            show=False,
+            tooltip="The instruct model's reply scored token by token by its base sibling",
+        ),
     ]
 
     def compose(self) -> ComposeResult:
@@ -77,6 +85,12 @@ class MainScreen(Screen[None]):
             self.chat.prompt.focus()
         else:
             self.completion.document.focus()
+
+    def action_shift(self) -> None:
+        """Token shift view on the focused (else the last) chat reply (issue 10)."""
+        from localbvi.tui.screens.shift import open_shift_from_chat
+
+        open_shift_from_chat(cast("LocalbviApp", self.app))
 
     def show_banner(self, text: str) -> None:
         banner = self.query_one("#model-banner", Label)
