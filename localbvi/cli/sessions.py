@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     e.add_argument("id", type=int, metavar="ID", help="the session's id")
     e.add_argument("--format", choices=EXPORT_FORMATS, default="md", help="md (default) or json")
     e.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    e.add_argument(
+        "--all",
+        action="store_true",
+        help="also the messages replaced by regenerate or edit-last, marked superseded",
+    )
     e.set_defaults(handler=_export)
 
 
@@ -114,7 +119,7 @@ def _export(args: argparse.Namespace) -> int:
     with SessionStore() as store:
         record = store.get(args.id)
     _skipped_note(record.skipped, "message", f" of session {record.id}")
-    text = render(record, args.format)
+    text = render(record, args.format, include_superseded=args.all)
     if not args.output or args.output == "-":
         # Saved model output may hold escape sequences: a terminal shows them inert.
         sys.stdout.write(printable(text) if sys.stdout.isatty() else text)

@@ -23,6 +23,7 @@ _ROLE_TITLES = {
     "user": "User",
     "assistant": "Assistant",
     "base": "Base model",
+    "incontext": "Base model + in-context examples",
     "instruct": "Instruct model",
 }
 
@@ -52,10 +53,16 @@ def _stats_line(message: StoredMessage) -> str:
     return f"*{' · '.join(parts)}*" if parts else ""
 
 
-def to_markdown(record: SessionRecord) -> str:
+def _messages(record: SessionRecord, include_superseded: bool) -> tuple[StoredMessage, ...]:
+    return record.messages if include_superseded else record.current
+
+
+def to_markdown(record: SessionRecord, *, include_superseded: bool = False) -> str:
     """The session as a Markdown document: a header of facts, then each message in order.
 
     A completion document is fenced so that raw model text shows exactly as generated.
+    Messages replaced by "regenerate" or "edit last" are left out, as on the screen, unless
+    `include_superseded` (then their heading says "superseded").
     """
     lines = [
         f"# {record.display_title}",
@@ -71,10 +78,13 @@ def to_markdown(record: SessionRecord) -> str:
         lines += ["", "## System prompt", "", record.system]
     if record.document:
         lines += ["", "## Document", "", _fence(record.document)]
-    for message in record.messages:
+    for message in _messages(record, include_superseded):
         heading = _ROLE_TITLES.get(message.role, message.role.title())
-        if message.status != "complete":
-            heading += f" ({message.status})"
+        marks: list[str] = [message.status] if message.status != "complete" else []
+        if message.superseded:
+            marks.append("superseded")
+        if marks:
+            heading += f" ({', '.join(marks)})"
         lines += ["", f"## {heading}", "", message.content]
         if stats := _stats_line(message):
             lines += ["", stats]
@@ -82,7 +92,7 @@ def to_markdown(record: SessionRecord) -> str:
     return "\n".join(lines)
 
 
-def _record_json(record: SessionRecord) -> dict[str, Any]:
+def _record_json(record: SessionRecord, include_superseded: bool) -> dict[str, Any]:
     return {
         "localbvi_session": JSON_FORMAT_VERSION,
         "id": record.id,
@@ -102,8 +112,9 @@ def _record_json(record: SessionRecord) -> dict[str, Any]:
                 "status": m.status,
                 "stats": m.stats,
                 "created_at": _iso(m.created_at),
+                "superseded": m.superseded,
             }
-            for m in record.messages
+            for m in _messages(record, include_superseded)
         ],
     }
 
@@ -119,12 +130,17 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def to_json(record: SessionRecord) -> str:
-    """The session as indented JSON (UTF-8 text kept as is, times in ISO 8601 UTC)."""
-    data = _strict(_record_json(record))
+def to_json(record: SessionRecord, *, include_superseded: bool = False) -> str:
+    """The session as indented JSON (UTF-8 text kept as is, times in ISO 8601 UTC).
+
+    Superseded messages are left out unless `include_superseded`; each message says which.
+    """
+    data = _strict(_record_json(record, include_superseded))
     return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def render(record: SessionRecord, fmt: ExportFormat) -> str:
-    """The session in `fmt` ("md" or "json")."""
-    return to_json(record) if fmt == "json" else to_markdown(record)
+def render(record: SessionRecord, fmt: ExportFormat, *, include_superseded: bool = False) -> str:
+    """The session in `fmt` ("md" or "json"), superseded messages only if asked."""
+    if fmt == "json":
+        return to_json(record, include_superseded=include_superseded)
+    return to_markdown(record, include_superseded=include_superseded)

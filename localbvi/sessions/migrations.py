@@ -46,6 +46,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX messages_by_session ON messages (session_id, id)",
         "CREATE INDEX sessions_by_update ON sessions (updated_at DESC, id DESC)",
     ),
+    # 2: messages replaced by "regenerate" or "edit last" are kept, marked superseded.
+    (
+        "ALTER TABLE messages ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0"
+        " CHECK (superseded IN (0, 1))",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

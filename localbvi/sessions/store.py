@@ -17,7 +17,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +42,13 @@ __all__ = [
 
 SessionKind = Literal["chat", "completion", "compare"]
 MessageStatus = Literal["complete", "cancelled", "error"]
-MessageRole = Literal["system", "user", "assistant", "base", "instruct"]
-"""A compare run stores its prompt as "user" and the two replies as "base" and "instruct"."""
+MessageRole = Literal["system", "user", "assistant", "base", "incontext", "instruct"]
+"""A compare run stores its prompt as "user" and the replies as "base", "instruct" and, when
+shown, "incontext" (the base model through in-context examples)."""
 
 _KINDS = ("chat", "completion", "compare")
 _STATUSES = ("complete", "cancelled", "error")
-_ROLES = ("system", "user", "assistant", "base", "instruct")
+_ROLES = ("system", "user", "assistant", "base", "incontext", "instruct")
 _PREVIEW_CHARS = 80
 
 
@@ -73,6 +74,8 @@ class StoredMessage:
     """What the engine reported (tokens, tokens/s, finish reason…), as `DoneEvent.to_json`."""
     created_at: float
     """Unix time."""
+    superseded: bool = False
+    """Replaced by "regenerate" or "edit last": kept for history, no longer in the chat."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,16 @@ class SessionRecord:
     """Messages left out because their row in the database is damaged."""
 
     @property
+    def current(self) -> tuple[StoredMessage, ...]:
+        """The messages still in the conversation (what the screen showed), oldest first."""
+        return tuple(m for m in self.messages if not m.superseded)
+
+    @property
     def display_title(self) -> str:
         """The title, else the start of the first user message or of the document."""
         if self.title:
             return self.title
-        first = next((m.content for m in self.messages if m.role == "user"), self.document)
+        first = next((m.content for m in self.current if m.role == "user"), self.document)
         return _one_line(first) or f"untitled {self.kind}"
 
 
@@ -115,6 +123,7 @@ class SessionSummary:
     preview: str
     """The first user message (or the document) on one line, shortened."""
     message_count: int
+    """Messages still in the conversation (superseded ones not counted)."""
     created_at: float
     updated_at: float
 
@@ -179,6 +188,12 @@ def _time(value: object) -> float:
 def _count(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
+    raise _Damaged
+
+
+def _flag(value: object) -> bool:
+    if value in (0, 1) and not isinstance(value, float):
+        return bool(value)
     raise _Damaged
 
 
@@ -395,6 +410,32 @@ class SessionStore:
         stats = {k: v for k, v in done.to_json().items() if k != "type"}
         return self.add_message(session_id, role, content, status=status, stats=stats)
 
+    def supersede(self, session_id: int, message_ids: Iterable[int]) -> int:
+        """Mark messages as replaced ("regenerate", "edit last"); returns how many changed.
+
+        They stay in the database for history but leave the conversation: exports hide them
+        unless asked, and a reopened chat does not show them.
+        """
+        ids = sorted(set(message_ids))
+        if not ids:
+            return 0
+        with self._write() as conn:
+            touched = conn.execute(
+                "UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id)
+            ).rowcount
+            if touched == 0:
+                raise self._missing(session_id)
+            changed = 0
+            for start in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                changed += conn.execute(
+                    "UPDATE messages SET superseded = 1"
+                    f" WHERE session_id = ? AND superseded = 0 AND id IN ({marks})",
+                    (session_id, *chunk),
+                ).rowcount
+        return changed
+
     def update_document(self, session_id: int, text: str) -> None:
         """Replace a completion session's document (the whole text, prompt and output)."""
         self._update(session_id, "document", text)
@@ -431,7 +472,7 @@ class SessionStore:
             if row is None:
                 raise self._missing(session_id)
             rows = conn.execute(
-                "SELECT id, role, content, status, stats, created_at FROM messages"
+                "SELECT id, role, content, status, stats, created_at, superseded FROM messages"
                 " WHERE session_id = ? ORDER BY id",
                 (session_id,),
             ).fetchall()
@@ -484,9 +525,10 @@ class SessionStore:
             params += [pattern] * 5
         sql = (
             "SELECT s.id, s.kind, s.model, s.mode, s.title, s.created_at, s.updated_at,"
-            " (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id),"
+            " (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id AND m.superseded = 0),"
             " COALESCE((SELECT substr(m.content, 1, 400) FROM messages m"
-            "   WHERE m.session_id = s.id AND m.role = 'user' ORDER BY m.id LIMIT 1),"
+            "   WHERE m.session_id = s.id AND m.role = 'user' AND m.superseded = 0"
+            "   ORDER BY m.id LIMIT 1),"
             "  substr(s.document, 1, 400))"
             " FROM sessions s"
             + (" WHERE " + " AND ".join(where) if where else "")
@@ -526,4 +568,5 @@ def _message(r: tuple[Any, ...]) -> StoredMessage:
         status=_one_of(r[3], _STATUSES),
         stats=_json_dict(r[4]),
         created_at=_time(r[5]),
+        superseded=_flag(r[6]),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,7 +18,7 @@ from localbvi.engine.types import DoneEvent
 from localbvi.errors import LocalbviError
 from localbvi.sessions import MessageRole, MessageStatus, SessionKind, SessionStore
 
-__all__ = ["SessionHandle", "SessionLog"]
+__all__ = ["SavedMessage", "SessionHandle", "SessionLog"]
 
 T = TypeVar("T")
 
@@ -34,6 +34,14 @@ class SessionHandle:
     meta: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
     """Set by the writer thread (jobs run in order, so later jobs see it)."""
+
+
+@dataclass
+class SavedMessage:
+    """A message the app queued for saving; its database id arrives once it is written."""
+
+    id: int | None = None
+    """Set by the writer thread; stays None when the write failed."""
 
 
 class SessionLog:
@@ -119,19 +127,37 @@ class SessionLog:
         role: MessageRole,
         content: str,
         status: MessageStatus = "complete",
-    ) -> None:
+    ) -> SavedMessage:
         """Save a finished message (the session is created with its first one)."""
-        self._write(
-            lambda store: store.add_message(
-                self._ensure(store, handle), role, content, status=status
-            )
-        )
+        saved = SavedMessage()
+
+        def job(store: SessionStore) -> None:
+            saved.id = store.add_message(self._ensure(store, handle), role, content, status=status)
+
+        self._write(job)
+        return saved
 
     def add_reply(
         self, handle: SessionHandle, content: str, done: DoneEvent, role: MessageRole = "assistant"
-    ) -> None:
+    ) -> SavedMessage:
         """Save a generated reply; cancelled and failed replies are flagged from `done`."""
-        self._write(lambda store: store.add_reply(self._ensure(store, handle), content, done, role))
+        saved = SavedMessage()
+
+        def job(store: SessionStore) -> None:
+            saved.id = store.add_reply(self._ensure(store, handle), content, done, role)
+
+        self._write(job)
+        return saved
+
+    def supersede(self, handle: SessionHandle, messages: Sequence[SavedMessage]) -> None:
+        """Mark saved messages as replaced (regenerate, edit last): kept, out of the chat."""
+
+        def job(store: SessionStore) -> None:
+            ids = [m.id for m in messages if m.id is not None]
+            if handle.id is not None and ids:
+                store.supersede(handle.id, ids)
+
+        self._write(job)
 
     def update_document(self, handle: SessionHandle, text: str) -> None:
         """Save the whole text of a completion document."""

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
+from localbvi.cli import main
+from localbvi.engine.fake import FakeEngine
 from localbvi.engine.types import DoneEvent
 from localbvi.sessions import SessionStore
 from localbvi.tui import LocalbviApp
@@ -218,7 +220,6 @@ async def test_an_unwritable_database_notifies_once_and_the_chat_goes_on(
 
 
 async def test_a_compare_run_is_saved_with_base_and_instruct_roles(fake_app: AppFactory) -> None:
-    from localbvi.engine.fake import FakeEngine
     from localbvi.tui.screens.compare import CompareScreen
 
     app = fake_app()
@@ -234,3 +235,88 @@ async def test_a_compare_run_is_saved_with_base_and_instruct_roles(fake_app: App
         assert record.kind == "compare"
         assert [m.role for m in record.messages] == ["user", "base", "instruct"]
         assert record.messages[2].content == screen.runs["instruct"].text
+
+
+async def test_after_regenerate_and_edit_last_the_saved_session_matches_the_screen(
+    fake_app: AppFactory, tmp_path: Path
+) -> None:
+    def export(*flags: str) -> str:
+        out = tmp_path / "export.txt"
+        assert main(["export", str(session_id), "-o", str(out), *flags]) == 0
+        return out.read_text(encoding="utf-8")
+
+    app = fake_app(chat_script=("Blue", "."))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.model is not None)
+        chat = app.main.chat
+        engine = app.engine
+        assert isinstance(engine, FakeEngine)
+
+        async def reply_count(n: int) -> None:
+            await wait_until(
+                pilot, lambda: len(engine.requests) == n and not chat.generating, what="reply"
+            )
+
+        await pilot.press(*"Name a colour", "enter")
+        await reply_count(1)
+        engine.chat_script = ("Green", ".")
+        await pilot.press("ctrl+r")
+        await reply_count(2)
+        engine.chat_script = ("Red", ".")
+        await pilot.press(*"Another?", "enter")
+        await reply_count(3)
+        await pilot.press("ctrl+e")
+        await wait_until(pilot, lambda: chat.prompt.value == "Another?", what="edit last")
+        engine.chat_script = ("Yellow", ".")
+        await pilot.press(*["backspace"] * len("Another?"), *"One more?", "enter")
+        await reply_count(4)
+
+        on_screen = [(t.role, t.content) for t in chat.turns]
+        assert on_screen == [
+            ("user", "Name a colour"),
+            ("assistant", "Green."),
+            ("user", "One more?"),
+            ("assistant", "Yellow."),
+        ]
+        text = screen_text(app)
+        assert "Blue" not in text and "Red" not in text and "Another?" not in text
+        assert chat.session is not None
+        session_id = chat.session.id
+        app.sessions.flush()
+
+        # The export shows exactly the conversation on the screen…
+        exported = json.loads(export("--format", "json"))["messages"]
+        assert [(m["role"], m["content"]) for m in exported] == on_screen
+        md = export()
+        assert "Blue" not in md and "Another?" not in md and "superseded" not in md
+        # …and --all keeps the history, marked.
+        everything = json.loads(export("--all", "--format", "json"))["messages"]
+        assert [(m["content"], m["superseded"]) for m in everything] == [
+            ("Name a colour", False),
+            ("Blue.", True),
+            ("Green.", False),
+            ("Another?", True),
+            ("Red.", True),
+            ("One more?", False),
+            ("Yellow.", False),
+        ]
+
+        # Reopened, the chat shows what the screen showed; regenerating there supersedes too.
+        await pilot.press("ctrl+n")
+        await open_sessions(app, pilot, 1)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(chat.turns) == 4, what="the reopened chat")
+        assert [(t.role, t.content) for t in chat.turns] == on_screen
+        engine.chat_script = ("Purple", ".")
+        await pilot.press("ctrl+r")
+        await reply_count(5)
+        app.sessions.flush()
+        with SessionStore() as store:
+            record = store.get(session_id or 0)
+        assert [m.content for m in record.current] == [
+            "Name a colour",
+            "Green.",
+            "One more?",
+            "Purple.",
+        ]
+        assert [m.content for m in record.messages if m.superseded][-1] == "Yellow."

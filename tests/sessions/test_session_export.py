@@ -78,3 +78,50 @@ def test_json_keeps_non_ascii_text_readable() -> None:
         text = render(store.get(s.id), "json")
     assert "Grüße 👋" in text
     assert json.loads(text)["messages"][0]["content"] == "Grüße 👋"
+
+
+def _regenerated(store: SessionStore) -> int:
+    """A chat whose first reply was regenerated and whose follow-up was edited."""
+    s = store.create("chat", "gemma-3-270m-it", "chat", title="Colours")
+    store.add_message(s.id, "user", "Name a colour")
+    replaced = store.add_message(s.id, "assistant", "Blue, probably.")
+    store.supersede(s.id, [replaced])
+    store.add_message(s.id, "assistant", "Green.")
+    edited = store.add_message(s.id, "user", "Another one?")
+    cut = store.add_message(s.id, "assistant", "Red", status="cancelled")
+    store.supersede(s.id, [edited, cut])
+    store.add_message(s.id, "user", "And one more?")
+    store.add_message(s.id, "assistant", "Yellow.")
+    return s.id
+
+
+def test_export_leaves_out_superseded_messages_unless_asked() -> None:
+    with SessionStore() as store:
+        record = store.get(_regenerated(store))
+    md = to_markdown(record)
+    for gone in ("Blue, probably.", "Another one?", "Red"):
+        assert gone not in md
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings == ["## User", "## Assistant", "## User", "## Assistant"]
+    assert [m["content"] for m in json.loads(to_json(record))["messages"]] == [
+        "Name a colour",
+        "Green.",
+        "And one more?",
+        "Yellow.",
+    ]
+    everything = to_markdown(record, include_superseded=True)
+    assert "## Assistant (superseded)\n\nBlue, probably." in everything
+    assert "## User (superseded)\n\nAnother one?" in everything
+    assert "## Assistant (cancelled, superseded)\n\nRed" in everything
+    order = [everything.index(t) for t in ("Blue, probably.", "Green.", "Another one?", "Yellow.")]
+    assert order == sorted(order)
+    data = json.loads(render(record, "json", include_superseded=True))
+    assert [(m["content"], m["superseded"]) for m in data["messages"]] == [
+        ("Name a colour", False),
+        ("Blue, probably.", True),
+        ("Green.", False),
+        ("Another one?", True),
+        ("Red", True),
+        ("And one more?", False),
+        ("Yellow.", False),
+    ]

@@ -212,3 +212,70 @@ def test_two_stores_on_one_file_see_each_other(tmp_path: Path) -> None:
         s = cli.create("chat", "m", "chat")
         cli.add_message(s.id, "user", "from the CLI")
         assert app.get(s.id).messages[0].content == "from the CLI"
+
+
+def test_superseded_messages_are_kept_for_history_but_leave_the_conversation(
+    store: SessionStore,
+) -> None:
+    s = store.create("chat", "m", "chat")
+    question = store.add_message(s.id, "user", "Name a colour")
+    first = store.add_message(s.id, "assistant", "Blue.")
+    assert store.supersede(s.id, [first]) == 1
+    assert store.supersede(s.id, [first]) == 0  # already superseded
+    store.add_message(s.id, "assistant", "Green.")
+    record = store.get(s.id)
+    assert [(m.content, m.superseded) for m in record.messages] == [
+        ("Name a colour", False),
+        ("Blue.", True),
+        ("Green.", False),
+    ]
+    assert [m.content for m in record.current] == ["Name a colour", "Green."]
+    assert store.list()[0].message_count == 2
+    # Search still finds history.
+    assert [r.id for r in store.list("blue")] == [s.id]
+    assert store.list()[0].display_title == "Name a colour"
+    # Superseding the question too (edit last): no title comes from replaced text.
+    store.supersede(s.id, [question])
+    assert store.get(s.id).display_title == "untitled chat"
+    assert store.list()[0].display_title == "untitled chat"
+    with pytest.raises(SessionStoreError, match="no session 999"):
+        store.supersede(999, [first])
+
+
+def test_a_version_1_database_migrates_and_keeps_its_messages(tmp_path: Path) -> None:
+    """A sessions.db written before superseded messages existed opens and reads as before."""
+    db = tmp_path / "old.db"
+    raw = sqlite3.connect(db, isolation_level=None)
+    for statement in MIGRATIONS[0]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    raw.execute(
+        "INSERT INTO sessions (kind, model, mode, created_at, updated_at)"
+        " VALUES ('chat', 'old-model', 'chat', 1.0, 2.0)"
+    )
+    raw.execute(
+        "INSERT INTO messages (session_id, role, content, created_at) VALUES"
+        " (1, 'user', 'Hi', 1.0), (1, 'assistant', 'Hello!', 2.0)"
+    )
+    raw.close()
+    with SessionStore(db) as s:
+        record = s.get(1)
+        assert [(m.content, m.superseded) for m in record.messages] == [
+            ("Hi", False),
+            ("Hello!", False),
+        ]
+        assert s.list()[0].message_count == 2
+        assert s.supersede(1, [record.messages[1].id]) == 1
+    raw = sqlite3.connect(db)
+    assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    raw.close()
+
+
+def test_the_schema_refuses_a_superseded_flag_other_than_0_or_1(store: SessionStore) -> None:
+    s = store.create("chat", "m", "chat")
+    store.add_message(s.id, "user", "Hi")
+    raw = sqlite3.connect(store.path)
+    with pytest.raises(sqlite3.IntegrityError):
+        raw.execute("UPDATE messages SET superseded = 7")
+    raw.close()
+    assert [m.superseded for m in store.get(s.id).messages] == [False]

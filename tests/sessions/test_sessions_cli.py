@@ -90,3 +90,27 @@ def test_export_errors_have_exit_codes(tmp_path: Path, capsys: pytest.CaptureFix
     assert exc.value.code == 2
     assert main(["export", "1", "-o", str(tmp_path / "no-such-dir" / "x.md")]) == 1
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_export_all_includes_the_replaced_replies_marked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with SessionStore() as store:
+        s = store.create("chat", "gemma-3-270m-it", "chat")
+        store.add_message(s.id, "user", "Name a colour")
+        store.supersede(s.id, [store.add_message(s.id, "assistant", "Blue.")])
+        store.add_message(s.id, "assistant", "Green.")
+    assert main(["export", str(s.id)]) == 0
+    shown = capsys.readouterr().out
+    assert "Green." in shown and "Blue." not in shown
+    assert main(["export", str(s.id), "--all"]) == 0
+    assert "## Assistant (superseded)\n\nBlue." in capsys.readouterr().out
+    assert main(["export", str(s.id), "--all", "--format", "json"]) == 0
+    messages = json.loads(capsys.readouterr().out)["messages"]
+    assert [(m["content"], m["superseded"]) for m in messages] == [
+        ("Name a colour", False),
+        ("Blue.", True),
+        ("Green.", False),
+    ]
+    assert main(["sessions", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["messages"] == 2

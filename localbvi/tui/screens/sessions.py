@@ -32,13 +32,23 @@ def export_dir() -> Path:
     return data_dir() / "exports"
 
 
-def export_session(record: SessionRecord, fmt: ExportFormat, folder: Path | None = None) -> Path:
-    """Write `record` as Markdown or JSON; returns the file. Raises LocalbviError."""
+def export_session(
+    record: SessionRecord,
+    fmt: ExportFormat,
+    folder: Path | None = None,
+    *,
+    include_superseded: bool = False,
+) -> Path:
+    """Write `record` as Markdown or JSON; returns the file. Raises LocalbviError.
+
+    Like the chat on screen, messages replaced by regenerate or edit last are left out
+    unless `include_superseded`.
+    """
     folder = folder or export_dir()
     path = folder / f"localbvi-session-{record.id}.{fmt}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(record, fmt), encoding="utf-8")
+        path.write_text(render(record, fmt, include_superseded=include_superseded), "utf-8")
     except OSError as exc:
         raise LocalbviError(f"cannot write {path} ({exc.strerror or exc})") from exc
     return path
@@ -53,6 +63,7 @@ class SessionsScreen(ModalScreen[None]):
         Binding("ctrl+d", "delete", "Delete", id="sessions.delete", priority=True),
         Binding("f2", "export('md')", "Export Markdown", id="sessions.export_md"),
         Binding("f3", "export('json')", "Export JSON", id="sessions.export_json"),
+        Binding("f4", "export('md', True)", "Export all (with replaced)", id="sessions.export_all"),
         Binding("down", "move(1)", "Next", id="sessions.next", show=False, priority=True),
         Binding("up", "move(-1)", "Previous", id="sessions.previous", show=False, priority=True),
     ]
@@ -98,7 +109,7 @@ class SessionsScreen(ModalScreen[None]):
         else:
             note = (
                 f"{len(rows)} sessions, newest first · Enter reopens · "
-                "F2/F3 export · ctrl+d deletes"
+                "F2/F3 export (F4: with replaced replies) · ctrl+d deletes"
             )
         self.query_one("#sessions-note", Label).update(note)
 
@@ -168,16 +179,16 @@ class SessionsScreen(ModalScreen[None]):
         self.app.call_from_thread(self.notify, "Session deleted")
         self.app.call_from_thread(self.refresh_list)
 
-    def action_export(self, fmt: ExportFormat) -> None:
+    def action_export(self, fmt: ExportFormat, include_superseded: bool = False) -> None:
         summary = self._selected_or_say()
         if summary is not None:
-            self._export(summary.id, fmt)
+            self._export(summary.id, fmt, include_superseded)
 
     @work(thread=True, group="sessions-export", exit_on_error=False)
-    def _export(self, session_id: int, fmt: ExportFormat) -> None:
+    def _export(self, session_id: int, fmt: ExportFormat, include_superseded: bool) -> None:
         try:
             record = self.lapp.sessions.run(lambda store: store.get(session_id)).result()
-            path = export_session(record, fmt)
+            path = export_session(record, fmt, include_superseded=include_superseded)
         except Exception as exc:
             self.app.call_from_thread(
                 self.notify, str(exc), title="Export failed", severity="error"

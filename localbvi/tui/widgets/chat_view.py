@@ -12,7 +12,7 @@ from textual.widgets import Input
 
 from localbvi.engine.types import DoneEvent, Message
 from localbvi.sessions import SessionRecord
-from localbvi.tui.session_log import SessionHandle
+from localbvi.tui.session_log import SavedMessage, SessionHandle
 from localbvi.tui.widgets.chat_message import ChatMessage, Outcome
 from localbvi.tui.widgets.streaming_view import StreamingView
 
@@ -40,6 +40,8 @@ class ChatView(StreamingView):
         self._reply: ChatMessage | None = None
         self.session: SessionHandle | None = None
         """Where this chat is saved (a new one after ctrl+n); created with the first message."""
+        self._saved: dict[int, SavedMessage] = {}
+        """The saved message behind each turn, by `id(turn)` (to mark it superseded)."""
 
     def compose(self) -> ComposeResult:
         yield Input(
@@ -81,8 +83,9 @@ class ChatView(StreamingView):
         if not self.lapp.ready_for_generation():
             return
         self.prompt.value = ""
-        self._add_turn(ChatMessage("user", text))
-        self.lapp.sessions.add_message(self._session(), "user", text)
+        turn = ChatMessage("user", text)
+        self._add_turn(turn)
+        self._saved[id(turn)] = self.lapp.sessions.add_message(self._session(), "user", text)
         self._ask()
 
     def _session(self) -> SessionHandle:
@@ -126,7 +129,7 @@ class ChatView(StreamingView):
         reply, self._reply = self._reply, None
         if reply is None:
             return
-        self.lapp.sessions.add_reply(self._session(), reply.content, done)
+        self._saved[id(reply)] = self.lapp.sessions.add_reply(self._session(), reply.content, done)
         if done.finish_reason == "error":
             reply.finish("error", done.error)
             self.notify(done.error, title="The model could not answer", severity="error")
@@ -151,7 +154,7 @@ class ChatView(StreamingView):
             self.notify("Nothing to regenerate yet")
             return
         if self.turns[-1].role == "assistant":
-            self.turns.pop().remove()
+            self._drop_turns(len(self.turns) - 1)
         if not self.turns or self.turns[-1].role != "user":
             self.notify("Nothing to regenerate yet")
             return
@@ -168,12 +171,20 @@ class ChatView(StreamingView):
             return
         index = users[-1]
         text = self.turns[index].content
-        for turn in self.turns[index:]:
-            turn.remove()
-        del self.turns[index:]
+        self._drop_turns(index)
         self.prompt.value = text
         self.prompt.cursor_position = len(text)
         self.prompt.focus()
+
+    def _drop_turns(self, index: int) -> None:
+        """Take `turns[index:]` off the screen; the saved session keeps them, superseded."""
+        dropped = self.turns[index:]
+        del self.turns[index:]
+        saved = [s for turn in dropped if (s := self._saved.pop(id(turn), None)) is not None]
+        if self.session is not None and saved:
+            self.lapp.sessions.supersede(self.session, saved)
+        for turn in dropped:
+            turn.remove()
 
     def action_copy_last(self) -> None:
         replies = [turn for turn in self.turns if turn.role == "assistant" and turn.content]
@@ -194,24 +205,26 @@ class ChatView(StreamingView):
         for turn in self.turns:
             turn.remove()
         self.turns.clear()
+        self._saved.clear()
 
     def restore(self, record: SessionRecord) -> None:
         """Show a saved chat; new messages are added to the same session."""
         self.cancel_generation()
         self._clear()
         self.query_one("#system-prompt", Input).value = record.system
-        for message in record.messages:
+        # What the screen showed: messages replaced by regenerate or edit last stay hidden.
+        for message in record.current:
             if message.role == "system":
                 continue
             note = str(message.stats.get("error", "")) if message.status == "error" else ""
-            self._add_turn(
-                ChatMessage(
-                    message.role,
-                    message.content,
-                    outcome=OUTCOMES[message.status] if message.role != "user" else None,
-                    note=note,
-                )
+            turn = ChatMessage(
+                message.role,
+                message.content,
+                outcome=OUTCOMES[message.status] if message.role != "user" else None,
+                note=note,
             )
+            self._add_turn(turn)
+            self._saved[id(turn)] = SavedMessage(message.id)
         self.session = SessionHandle(
             "chat", record.model, record.mode, record.system, dict(record.meta), record.id
         )
