@@ -28,7 +28,10 @@ from tests.helpers import wait_until as _wait_until
 SIZE = (130, 40)
 
 
-async def wait_until(pilot: Pilot[Any], condition: Any, timeout: float = 15.0, what: str = "") -> None:
+async def wait_until(
+    pilot: Pilot[Any], condition: Any, timeout: float = 15.0, what: str = ""
+) -> None:
+    """tests.helpers.wait_until with a longer default: the test machine is shared."""
     await _wait_until(pilot, condition, timeout, what)
 
 
@@ -83,9 +86,14 @@ def summary(screen: ShiftScreen) -> str:
     return str(screen.query_one("#shift-summary").render())
 
 
+CATEGORIES = {"unshifted", "marginal", "shifted"}
+
+
 def expected_percentages(ranks: Sequence[int]) -> dict[str, str]:
     cats = [category(r) for r in ranks]
-    return {c: f"{100 * cats.count(c) / len(cats):.1f} %" for c in ("unshifted", "marginal", "shifted")}
+    return {
+        c: f"{100 * cats.count(c) / len(cats):.1f} %" for c in ("unshifted", "marginal", "shifted")
+    }
 
 
 async def test_from_compare_the_answer_is_coloured_with_figures_and_alternatives() -> None:
@@ -178,7 +186,7 @@ async def test_the_frame_switches_and_runs_again() -> None:
             and screen.result.frame == "raw", what="the raw frame",
         )  # fmt: skip
         assert screen.result is not None and screen.result.base_prompt == "Hi\n"
-        assert "frame: raw — the question alone" in detail(screen)
+        assert "frame: raw" in detail(screen)
         await pilot.press("f")
         await wait_until(
             pilot, lambda: finished(screen) and screen.result is not None
@@ -299,7 +307,9 @@ async def test_a_model_without_a_known_sibling_says_how_to_pair_it() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await chat_reply(pilot, app)
         await pilot.press("f9")
-        await wait_until(pilot, lambda: any("no known base sibling" in n for n in notifications(app)))
+        await wait_until(
+            pilot, lambda: any("no known base sibling" in n for n in notifications(app))
+        )
         assert any("localbvi pair" in n for n in notifications(app))
 
 

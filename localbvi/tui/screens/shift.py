@@ -196,11 +196,13 @@ class ShiftScreen(Screen[None]):
             )
             yield Label("", id="shift-status")
         with Horizontal(id="shift-body"):
-            with VerticalScroll(id="shift-answer-box"):
-                yield ShiftView(id="shift-answer")
-            with Vertical(id="shift-side"):
+            with Vertical(id="shift-main"):
+                with VerticalScroll(id="shift-answer-box"):
+                    yield ShiftView(id="shift-answer")
+                with VerticalScroll(id="shift-branch-box"):
+                    yield Static("", id="shift-branch")
+            with VerticalScroll(id="shift-side"):
                 yield Static("", id="shift-token")
-                yield Static("", id="shift-branch")
         yield Static("", id="shift-summary")
         yield Footer()
 
@@ -218,7 +220,7 @@ class ShiftScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.view.focus()
-        self.query_one("#shift-branch", Static).display = False
+        self.query_one("#shift-branch-box").display = False
         if self.base is None:
             self._set_status("loading the base model…")
             self.view.show_text("Loading the base model…", style="dim")
@@ -289,7 +291,7 @@ class ShiftScreen(Screen[None]):
         self.view.show_text("")
         self.query_one("#shift-summary", Static).update("")
         self.query_one("#shift-token", Static).update("")
-        self.query_one("#shift-branch", Static).display = False
+        self.query_one("#shift-branch-box").display = False
         self._start_timer()
         self._run(self.base, self.frame)
 
@@ -460,7 +462,7 @@ class ShiftScreen(Screen[None]):
         self._branch_buffer = TokenBuffer()
         self._cancel = threading.Event()
         self.branching = True
-        self.query_one("#shift-branch", Static).display = True
+        self.query_one("#shift-branch-box").display = True
         self._show_branch()
         self._set_status("the base model continues… (escape stops)")
         self._start_timer()
@@ -502,6 +504,7 @@ class ShiftScreen(Screen[None]):
 
     def _show_branch(self) -> None:
         self.query_one("#shift-branch", Static).update(self._branch_text)
+        self.query_one("#shift-branch-box", VerticalScroll).scroll_end(animate=False)
 
     @property
     def branch_text(self) -> str:

@@ -19,7 +19,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from localbvi.errors import printable
-from localbvi.lab.shift import FRAMES, PAPER_FIGURES, Category, ShiftResult, sparkline
+from localbvi.lab.shift import PAPER_FIGURES, Category, ShiftResult, sparkline
 from localbvi.tui.widgets.token_probs import prob_bar, show_token
 
 __all__ = ["CATEGORY_STYLES", "ShiftView", "summary_text", "token_detail"]
@@ -192,7 +192,7 @@ def token_detail(result: ShiftResult, index: int) -> Text:
     out.append(token.category, style=CATEGORY_STYLES[token.category] or "bold")
     out.append("\n")
     out.append(f"rank in the base model: {token.rank}\n")
-    out.append(f"base prob {token.base_prob:.1%} · instruct prob {token.instruct_prob:.1%}\n")
+    out.append(f"base prob {token.base_prob:.1%}\ninstruct prob {token.instruct_prob:.1%}\n")
     out.append(f"KL (instruct ‖ base, top-k): {token.kl:.3f}\n\n")
     out.append("The base model's top choices here:\n", style="underline")
     for alt in token.base_alternatives:
@@ -203,5 +203,5 @@ def token_detail(result: ShiftResult, index: int) -> Text:
         out.append(show_token(printable(alt.text)) + "\n", style="bold" if chosen else "")
     if not any(alt.id == token.id for alt in token.base_alternatives):
         out.append("  (the instruct model's token is not among them)\n", style="dim")
-    out.append(f"\nframe: {result.frame} — {FRAMES[result.frame]}", style="dim")
+    out.append(f"\nframe: {result.frame}", style="dim")
     return out
