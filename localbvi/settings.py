@@ -176,8 +176,8 @@ class Settings:
         return self.sampling
 
     def find_remote(self, name: str) -> RemoteServer | None:
-        """The `[[remote]]` entry called `name`, if any."""
-        return next((r for r in self.remote if r.name == name), None)
+        """The `[[remote]]` entry called `name`, or whose ref or URL `name` is, if any."""
+        return next((r for r in self.remote if name in (r.name, r.ref, r.base_url)), None)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from typing import Any, Literal
 import httpcore2
 import httpx2
 
+from localbvi.engine.host import is_remote_ref
 from localbvi.engine.types import (
     Alternative,
     DoneEvent,
@@ -64,6 +65,7 @@ from localbvi.errors import (
     printable,
     shorten,
 )
+from localbvi.inspector import format_size
 from localbvi.settings import NetworkSettings
 
 __all__ = [
@@ -91,11 +93,6 @@ _SPECIAL_PIECE = re.compile(r"^<(\|[^|<>\s]+\||[A-Za-z]+_[A-Za-z_]+|bos|eos|s|/s
 
 Waiting = Literal["headers", "first token", "next token", "body"]
 """What a request was waiting for when it failed (chooses the timeout and the message)."""
-
-
-def is_remote_ref(ref: str) -> bool:
-    """Whether a model reference names a server (`http://…` or `https://…`)."""
-    return ref.startswith(("http://", "https://"))
 
 
 def parse_remote_ref(ref: str) -> tuple[str, str | None]:
@@ -516,7 +513,7 @@ class _Lines:
                 return line
             self._scanned = len(self._buffer)
             if len(self._buffer) > MAX_LINE_BYTES:
-                raise _TooBig(f"a line longer than {_size(MAX_LINE_BYTES)}")
+                raise _TooBig(f"a line longer than {format_size(MAX_LINE_BYTES)}")
             if self._ended:
                 if not self._buffer:
                     return None
@@ -529,10 +526,6 @@ class _Lines:
                 self._ended = True
             else:
                 self._buffer += chunk
-
-
-def _size(n: int) -> str:
-    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
 
 
 class RemoteEngine:
@@ -750,7 +743,7 @@ class RemoteEngine:
         """A whole body, at most `MAX_BODY_BYTES`, within `read_timeout` (raises EngineError)."""
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise self._too_big(f"more than {_size(MAX_BODY_BYTES)}", path)
+            raise self._too_big(f"more than {format_size(MAX_BODY_BYTES)}", path)
         deadline = time.monotonic() + self._net.read_timeout
         chunks: list[bytes] = []
         size = 0
@@ -763,7 +756,7 @@ class RemoteEngine:
                     return b"".join(chunks)
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
-                    raise self._too_big(f"more than {_size(MAX_BODY_BYTES)}", path)
+                    raise self._too_big(f"more than {format_size(MAX_BODY_BYTES)}", path)
                 chunks.append(chunk)
         except (httpx2.HTTPError, OSError) as exc:
             if stream and self._cancel.is_set():
@@ -1113,7 +1106,9 @@ class RemoteEngine:
             if field == "data":
                 data_size += len(value) + 1
                 if data_size > MAX_EVENT_BYTES:
-                    error = self._too_big(f"an event larger than {_size(MAX_EVENT_BYTES)}", path)
+                    error = self._too_big(
+                        f"an event larger than {format_size(MAX_EVENT_BYTES)}", path
+                    )
                     if state.count == 0:
                         raise error
                     yield state.done("error", "error", str(error))

@@ -7,7 +7,6 @@ Message; the UI thread only draws. `make_app` builds the app for the CLI and for
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -21,10 +20,10 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from localbvi.engine.base import Engine
-from localbvi.engine.opener import is_remote_ref, model_kind
-from localbvi.engine.types import MODES, Kind, LoadConfig, LoadInfo, Mode
+from localbvi.engine.host import ModelHost
+from localbvi.engine.types import MODES, Kind, LoadInfo, Mode
 from localbvi.errors import LocalbviError, SettingsError
-from localbvi.settings import RemoteServer, Settings, load_settings, save_settings
+from localbvi.settings import Settings, load_settings, save_settings
 from localbvi.tui.commands import ModelCommands, ScreenCommands
 from localbvi.tui.downloads import Downloads, DownloadTask
 from localbvi.tui.messages import (
@@ -34,20 +33,20 @@ from localbvi.tui.messages import (
     ModelLoading,
     OnlineChecked,
 )
-from localbvi.tui.services import Services, StoreServices, TransferProgress
+from localbvi.tui.services import Services, StoreServices
 from localbvi.tui.session_log import SessionLog
 from localbvi.tui.state import (
     AppSettings,
     ModelChoice,
     default_mode,
-    kind_of,
-    load_config,
 )
 
 if TYPE_CHECKING:
     # Imported when first shown: with no --model the welcome screen comes first, and the
     # chat/completion widgets (TextArea, Markdown) need not slow the first frame.
     from localbvi.sessions import SessionRecord
+    from localbvi.store.hub import Progress
+    from localbvi.store.refs import ResolvedModel
     from localbvi.tui.screens.main import MainScreen
 
 __all__ = ["LoadedModel", "LocalbviApp", "make_app"]
@@ -123,9 +122,6 @@ class LocalbviApp(App[int]):
         system_prompt: str = "",
     ) -> None:
         super().__init__()
-        self.engine = engine
-        self._local_engine = engine
-        """The llama.cpp (or fake) engine; `engine` is a RemoteEngine while a server is used."""
         self.services = services
         self.settings = settings or Settings()
         """The settings file's values: the one source of truth, written back by Save."""
@@ -134,13 +130,14 @@ class LocalbviApp(App[int]):
         self._settings_problem = settings_problem
         self.sessions = sessions or SessionLog(self._sessions_failed)
         self.downloads = Downloads()
-        self.engine_lock = threading.Lock()
+        self.host = ModelHost(engine, settings=self.settings, resolve=services.resolve)
+        """Opens models: `engine` (llama.cpp or fake) for files, a RemoteEngine for servers."""
+        self.engine_lock = self.host.lock
         """Held while the engine loads or generates: it does one thing at a time."""
         self.model: LoadedModel | None = None
         self._model_ref = model_ref
         self._requested_mode = mode
         self._check_online = check_online
-        self._loaded_config: LoadConfig | None = None
         self._main: MainScreen | None = None
         self._activity = ""
 
@@ -197,10 +194,7 @@ class LocalbviApp(App[int]):
 
     def on_unmount(self) -> None:
         # Stop a reply mid-stream so its worker thread ends, then free the model process.
-        self.engine.cancel()
-        for engine in {id(e): e for e in (self.engine, self._local_engine)}.values():
-            with contextlib.suppress(LocalbviError):
-                engine.close()
+        self.host.close()
         self.sessions.close()
 
     # -- settings file ----------------------------------------------------------------------
@@ -353,6 +347,11 @@ class LocalbviApp(App[int]):
 
     # -- loading models ---------------------------------------------------------------------
 
+    @property
+    def engine(self) -> Engine:
+        """The engine in use: the local one, or a RemoteEngine while a server is used."""
+        return self.host.engine
+
     def choose(self, choice: ModelChoice) -> None:
         """Open a model picked in the picker or on the welcome screen."""
         if not choice.downloaded and not choice.remote and self.online is False:
@@ -364,25 +363,19 @@ class LocalbviApp(App[int]):
             return
         # The demo model's file is assembled on first use: its catalog ref does that.
         ref = choice.ref if choice.source == "demo" else (choice.path or choice.ref)
-        self.open_model(
-            ref,
-            display_name=choice.display_name,
-            kind=choice.kind,
-            chat_template=choice.chat_template,
-        )
+        self.open_model(ref, display_name=choice.display_name)
 
     def open_model(
         self,
         ref: str,
         *,
         display_name: str | None = None,
-        kind: Kind | None = None,
-        chat_template: str | None = None,
         download: bool = True,
         session: bool = False,
     ) -> None:
         """Resolve (maybe download) and load `ref`, replacing the current model.
 
+        `display_name`: the picker's name for it (else the host names it).
         `session`: the model of a reopened session (a failure says the text is still shown).
         """
         if self.loading:
@@ -391,35 +384,17 @@ class LocalbviApp(App[int]):
         name = display_name or Path(ref).name or ref
         self.loading = name
         self.set_activity(f"loading {name}…")
-        self._load(ref, name, display_name is not None, kind, chat_template, download, session)
-
-    def remote_server(self, ref: str) -> RemoteServer | None:
-        """The settings file's `[[remote]]` that `ref` names (by name, ref or URL), if any."""
-        for server in self.settings.remote:
-            if ref in (server.name, server.ref, server.base_url):
-                return server
-        return None
+        self.host.settings = self.settings  # the [[remote]] servers and load options of now
+        self._load(ref, name, display_name is not None, download, session)
 
     @work(thread=True, group="load", exit_on_error=False)
-    def _load(
-        self,
-        ref: str,
-        name: str,
-        named: bool,
-        kind: Kind | None,
-        chat_template: str | None,
-        download: bool,
-        session: bool,
-    ) -> None:
+    def _load(self, ref: str, name: str, named: bool, download: bool, session: bool) -> None:
+        """The host opens the model; its callbacks become the app's messages."""
         self.post_message(ModelLoading(ref, name))
-        server = self.remote_server(ref)
-        if server is not None or is_remote_ref(ref):
-            self._load_remote(ref, server, session)
-            return
         cancel = threading.Event()
         task: DownloadTask | None = None
 
-        def progress(p: TransferProgress) -> None:
+        def progress(p: Progress) -> None:
             nonlocal task
             if task is None:
                 task = self.downloads.new(ref, name)
@@ -427,98 +402,25 @@ class LocalbviApp(App[int]):
             task.progress = p
             self.post_message(DownloadUpdated(task.id, p))
 
+        def resolved(model: ResolvedModel) -> None:
+            self._finish_task(task, path=str(model.path))
+
         try:
-            resolved = self.services.resolve(
+            opened = self.host.open(
                 ref,
                 download=download and self.online is not False,
                 on_progress=progress,
                 cancel=cancel,
+                on_resolved=resolved,
             )
-            _check_gguf(resolved.path)
-        except LocalbviError as exc:
-            self._finish_task(task, error=str(exc))
-            self.post_message(ModelLoadFailed(ref, str(exc), self.engine.info is not None, session))
-            return
-        except Exception as exc:  # a bug: readable, never a traceback on screen
-            self.post_message(
-                ModelLoadFailed(ref, _internal(exc), self.engine.info is not None, session)
-            )
-            return
-        self._finish_task(task, path=resolved.path)
-
-        config = load_config(self.settings, resolved.chat_template or chat_template)
-        self.engine.cancel()  # a running reply ends within a token and frees the lock
-        with self.engine_lock:
-            current, engine = self.engine, self._local_engine
-            previous, previous_config = current.info, self._loaded_config
-            try:
-                info = engine.load(resolved.path, config)
-            except Exception as exc:
-                error = str(exc) if isinstance(exc, LocalbviError) else _internal(exc)
-                restored = (
-                    self._restore(previous, previous_config)
-                    if current is engine
-                    else current.info is not None
-                )
-                self.post_message(ModelLoadFailed(ref, error, restored, session))
-                return
-            self._loaded_config = config
-            if current is not engine:  # leaving a server: the local engine takes over
-                with contextlib.suppress(LocalbviError):
-                    current.close()
-                self.engine = engine
-        if not named:
-            name = self._display_name(resolved.path, resolved.display_name, resolved.kind, info)
-        self.post_message(ModelLoaded(ref, name, kind_of(resolved.kind or kind, info), info))
-
-    def _display_name(
-        self, path: str, resolved_name: str, kind: Kind | None, info: LoadInfo
-    ) -> str:
-        """The model's name as the picker shows it, not its file name, where one is known."""
-        if kind is not None and resolved_name:
-            return resolved_name  # a catalog entry: its name and quantization
-        with contextlib.suppress(Exception):
-            for model in self.services.local_models(self.settings.engine.n_ctx):
-                if model.path == path and model.display_name != Path(path).name:
-                    return model.display_name
-        return info.model_name or resolved_name or Path(path).name
-
-    def _load_remote(self, ref: str, server: RemoteServer | None, session: bool) -> None:
-        """Load a model served over HTTP; the current engine stays until it is ready."""
-        from localbvi.engine.remote import RemoteEngine, parse_remote_ref
-
-        target = server.ref if server else ref
-        # An ad hoc server URL takes its key from LOCALBVI_API_KEY, like the CLI.
-        api_key = (server.api_key() if server else None) or os.environ.get("LOCALBVI_API_KEY")
-        try:
-            base_url, model = parse_remote_ref(target)
-            remote = RemoteEngine(base_url, model, api_key or None, network=self.settings.network)
-            info = remote.load(target, load_config(self.settings))
-        except Exception as exc:
+        except Exception as exc:  # a bug too is one readable line, never a traceback
             error = str(exc) if isinstance(exc, LocalbviError) else _internal(exc)
+            if task is not None and task.active:
+                self._finish_task(task, error=error)
             self.post_message(ModelLoadFailed(ref, error, self.engine.info is not None, session))
             return
-        self.engine.cancel()
-        with self.engine_lock:
-            previous, self.engine = self.engine, remote
-            with contextlib.suppress(LocalbviError):
-                # A local engine ends its process here and loads again on the next local model.
-                previous.close()
-        name = (server.name if server else info.model_name) or ref
-        kind: Kind = server.kind if server else model_kind(None, info)
-        self.post_message(ModelLoaded(ref, name, kind, info))
-
-    def _restore(self, previous: LoadInfo | None, config: LoadConfig | None) -> bool:
-        """After a failed load, make sure the previous model is usable again."""
-        if self.engine.info is not None:
-            return True
-        if previous is None or config is None:
-            return False
-        try:
-            self.engine.load(previous.path, config)
-        except Exception:
-            return False
-        return True
+        shown = name if named else opened.display_name
+        self.post_message(ModelLoaded(ref, shown, opened.kind, opened.info))
 
     def _finish_task(self, task: DownloadTask | None, *, path: str = "", error: str = "") -> None:
         if task is None:
@@ -608,7 +510,7 @@ class LocalbviApp(App[int]):
 
     @work(thread=True, group="download", exit_on_error=False)
     def _download(self, task: DownloadTask) -> None:
-        def progress(p: TransferProgress) -> None:
+        def progress(p: Progress) -> None:
             task.progress = p
             self.post_message(DownloadUpdated(task.id, p))
 
@@ -622,7 +524,7 @@ class LocalbviApp(App[int]):
         except Exception as exc:
             self._finish_task(task, error=_internal(exc))
             return
-        self._finish_task(task, path=resolved.path)
+        self._finish_task(task, path=str(resolved.path))
 
     @on(DownloadUpdated)
     def _download_updated(self, message: DownloadUpdated) -> None:
@@ -720,17 +622,6 @@ class LocalbviApp(App[int]):
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
-
-
-def _check_gguf(path: str) -> None:
-    """Refuse a broken file before the engine drops the current model for it."""
-    if not Path(path).is_file():
-        return
-    try:
-        from localbvi.inspector import inspect_gguf
-    except ImportError:
-        return
-    inspect_gguf(path)
 
 
 def _internal(exc: BaseException) -> str:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from localbvi.tui.services import TransferProgress
+if TYPE_CHECKING:
+    from localbvi.store.hub import Progress  # the store is imported on first use
+
 
 __all__ = ["DownloadState", "DownloadTask", "Downloads"]
 
@@ -25,7 +27,7 @@ class DownloadTask:
     ref: str
     display_name: str
     state: DownloadState = "downloading"
-    progress: TransferProgress | None = None
+    progress: Progress | None = None
     error: str = ""
     path: str = ""
     then_load: bool = False

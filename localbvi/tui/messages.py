@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from localbvi.engine.types import DoneEvent, Kind, LoadInfo
-from localbvi.tui.services import TransferProgress
+
+if TYPE_CHECKING:
+    from localbvi.store.hub import Progress  # the store is imported on first use
 
 __all__ = [
     "DownloadUpdated",
@@ -60,7 +63,7 @@ class DownloadUpdated(Message):
     """A download changed state or made progress; bursts of progress merge."""
 
     task_id: int
-    progress: TransferProgress | None = None
+    progress: Progress | None = None
 
     def can_replace(self, message: Message) -> bool:
         return (

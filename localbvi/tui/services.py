@@ -10,50 +10,30 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from localbvi.engine.types import KINDS, Kind
 from localbvi.errors import DownloadError, LocalbviError, RefError
 from localbvi.settings import RemoteServer
 from localbvi.tui.state import ModelChoice
 
+if TYPE_CHECKING:
+    from localbvi.catalog import CatalogEntry
+    from localbvi.store.hub import Progress
+    from localbvi.store.refs import ResolvedModel
+
 __all__ = [
-    "Resolved",
+    "ProgressCallback",
     "Services",
     "StaticServices",
     "StoreServices",
-    "TransferProgress",
     "all_models",
-    "format_size",
     "remote_choices",
     "search_hub",
 ]
 
-
-@dataclass(frozen=True)
-class TransferProgress:
-    """How far a download is (bytes), as the store reports it."""
-
-    file: str
-    done: int
-    total: int
-    speed_bps: float = 0.0
-    eta_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A reference made concrete: a local file and what the catalog knows about it."""
-
-    path: str
-    display_name: str
-    kind: Kind | None
-    chat_template: str | None = None
-
-
-ProgressCallback = Callable[[TransferProgress], None]
+ProgressCallback = Callable[["Progress"], None]
 
 
 class Services(Protocol):
@@ -68,26 +48,20 @@ class Services(Protocol):
         ...
 
     def resolve(
-        self, ref: str, *, download: bool, on_progress: ProgressCallback, cancel: threading.Event
-    ) -> Resolved:
-        """A local file for `ref`, downloading it when allowed. Raises LocalbviError."""
+        self,
+        ref: str,
+        *,
+        download: bool,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> ResolvedModel:
+        """A local file for `ref`, downloading it when allowed (the store's `resolve`, which
+        the model host calls). Raises LocalbviError."""
         ...
 
     def is_online(self) -> bool:
         """Whether the model Hub can be reached (False when offline mode is on)."""
         ...
-
-
-def format_size(n_bytes: int) -> str:
-    """Bytes in the unit people read ("253 MB", "4.1 GB")."""
-    if n_bytes <= 0:
-        return "?"
-    size = float(n_bytes)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit in ("B", "KB", "MB") else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"  # pragma: no cover
 
 
 def remote_choices(servers: Sequence[RemoteServer]) -> list[ModelChoice]:
@@ -160,103 +134,78 @@ class StoreServices:
     """`Services` over the real catalog and store modules (imported on first use)."""
 
     def catalog_pairs(self, n_ctx: int) -> list[tuple[ModelChoice, ModelChoice]]:
-        try:
-            from localbvi.catalog import load_catalog
-        except ImportError:
-            return []
-        catalog = load_catalog()
-        pairs: list[tuple[ModelChoice, ModelChoice]] = []
-        for base, instruct in catalog.pairs():
-            pairs.append((self._from_entry(base, n_ctx), self._from_entry(instruct, n_ctx)))
-        return pairs
+        from localbvi.catalog import load_catalog
 
-    def _from_entry(self, entry: Any, n_ctx: int) -> ModelChoice:
-        quant_file = entry.file_for(None)
-        return ModelChoice(
-            ref=f"{entry.id}:{quant_file.quant}",
-            display_name=entry.name,
-            kind=entry.kind,
-            quant=quant_file.quant,
-            size=quant_file.size,
-            ram_fit=_ram_fit(quant_file.size, n_ctx),
-            gated=entry.gated,
-            source="catalog",
-            chat_template=entry.chat_template,
-        )
+        return [
+            (_from_entry(base, n_ctx), _from_entry(instruct, n_ctx))
+            for base, instruct in load_catalog().pairs()
+        ]
 
     def local_models(self, n_ctx: int) -> list[ModelChoice]:
-        try:
-            from localbvi.store import library
-        except ImportError:
-            return []
-        out: list[ModelChoice] = []
-        for model in library.list_local():
-            entry = getattr(model, "entry", None)
-            out.append(
-                ModelChoice(
-                    ref=str(model.ref),
-                    display_name=str(model.display_name),
-                    kind=getattr(entry, "kind", None),
-                    quant=str(model.quant or ""),
-                    size=int(model.size or 0),
-                    path=str(model.path),
-                    ram_fit=_ram_fit(int(model.size or 0), n_ctx),
-                    gated=bool(getattr(entry, "gated", False)),
-                    source=str(model.source),
-                    chat_template=getattr(entry, "chat_template", None),
-                )
+        from localbvi.store import library
+
+        return [
+            ModelChoice(
+                ref=model.ref,
+                display_name=model.display_name,
+                kind=model.entry.kind if model.entry else None,
+                quant=model.quant or "",
+                size=model.size,
+                path=str(model.path),
+                ram_fit=_ram_fit(model.size, n_ctx),
+                gated=model.entry.gated if model.entry else False,
+                source=model.source,
+                chat_template=model.entry.chat_template if model.entry else None,
             )
-        return out
+            for model in library.list_local()
+        ]
 
     def resolve(
-        self, ref: str, *, download: bool, on_progress: ProgressCallback, cancel: threading.Event
-    ) -> Resolved:
-        try:
-            from localbvi.store import refs
-        except ImportError:
-            return _resolve_path(ref)
+        self,
+        ref: str,
+        *,
+        download: bool,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> ResolvedModel:
+        from localbvi.store.refs import resolve
 
-        def progress(p: Any) -> None:
-            on_progress(
-                TransferProgress(
-                    file=str(p.file),
-                    done=int(p.done),
-                    total=int(p.total or 0),
-                    speed_bps=float(p.speed_bps or 0.0),
-                    eta_s=p.eta_s,
-                )
-            )
-
-        resolved = refs.resolve(ref, download=download, on_progress=progress, cancel=cancel)
-        entry = getattr(resolved, "entry", None)
-        kind = getattr(resolved, "kind", None) or getattr(entry, "kind", None)
-        return Resolved(
-            path=str(resolved.path),
-            display_name=str(resolved.display_name),
-            kind=kind if kind in KINDS else None,
-            chat_template=getattr(entry, "chat_template", None),
-        )
+        return resolve(ref, download=download, on_progress=on_progress, cancel=cancel)
 
     def is_online(self) -> bool:
         return hub_reachable()
 
 
+def _from_entry(entry: CatalogEntry, n_ctx: int) -> ModelChoice:
+    quant_file = entry.file_for(None)
+    return ModelChoice(
+        ref=f"{entry.id}:{quant_file.quant}",
+        display_name=entry.name,
+        kind=entry.kind,
+        quant=quant_file.quant,
+        size=quant_file.size,
+        ram_fit=_ram_fit(quant_file.size, n_ctx),
+        gated=entry.gated,
+        source="catalog",
+        chat_template=entry.chat_template,
+    )
+
+
 def _ram_fit(size: int, n_ctx: int) -> str:
-    try:
-        from localbvi.store import library
-    except ImportError:
-        return ""
+    from localbvi.store import library
+
     try:
         return str(library.ram_fit(size, n_ctx))
     except LocalbviError:
         return ""
 
 
-def _resolve_path(ref: str) -> Resolved:
-    path = Path(ref).expanduser()
-    if not path.is_file():
-        raise RefError(f"no model file at {ref}: give the path of a .gguf file")
-    return Resolved(path=str(path), display_name=path.name, kind=None)
+def _resolved(path: str, ref: str, name: str, choice: ModelChoice | None) -> ResolvedModel:
+    from localbvi.store.refs import ResolvedModel
+
+    kind = choice.kind if choice else None
+    quant = choice.quant if choice and choice.quant else None
+    return ResolvedModel(Path(path), ref, name, None, quant, kind)
 
 
 class StaticServices:
@@ -291,23 +240,31 @@ class StaticServices:
         return list(self.local)
 
     def resolve(
-        self, ref: str, *, download: bool, on_progress: ProgressCallback, cancel: threading.Event
-    ) -> Resolved:
+        self,
+        ref: str,
+        *,
+        download: bool,
+        on_progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+    ) -> ResolvedModel:
+        from localbvi.store.hub import Progress
+
         self.resolved.append(ref)
         models = [m for pair in self.pairs for m in pair] + self.local
         known = {m.ref: m for m in models} | {m.path: m for m in models if m.path}
         choice = known.get(ref)
         if choice is not None and choice.path:
-            return Resolved(choice.path, choice.display_name, choice.kind, choice.chat_template)
+            return _resolved(choice.path, ref, choice.display_name, choice)
         if ref in self.downloads:
             if not download or not self.online:
                 raise DownloadError(f"{ref} is not on disk and localbvi is offline")
             total = choice.size if choice and choice.size else 100_000_000
             for step in range(1, self.steps + 1):
-                if cancel.is_set():
+                if cancel is not None and cancel.is_set():
                     raise DownloadError(f"download of {ref} cancelled")
                 time.sleep(self.download_s / self.steps)
-                on_progress(TransferProgress(ref, total * step // self.steps, total, 5e7, 1.0))
+                if on_progress is not None:
+                    on_progress(Progress(ref, total * step // self.steps, total, 5e7, 1.0))
             path = self.downloads[ref]
             self.local.append(
                 replace(choice, path=path)
@@ -315,8 +272,11 @@ class StaticServices:
                 else ModelChoice(ref=ref, display_name=ref, kind=None, path=path, source="file")
             )
             name = choice.display_name if choice else Path(path).name
-            return Resolved(path, name, choice.kind if choice else None)
-        return _resolve_path(ref)
+            return _resolved(path, ref, name, choice)
+        file = Path(ref).expanduser()
+        if not file.is_file():
+            raise RefError(f"no model file at {ref}: give the path of a .gguf file")
+        return _resolved(str(file), ref, file.name, None)
 
     def is_online(self) -> bool:
         return self.online

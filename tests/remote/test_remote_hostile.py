@@ -144,7 +144,7 @@ def test_a_line_that_never_ends_is_refused_with_memory_bounded() -> None:
             list(engine.complete("Hi", Sampling()))
         elapsed = time.monotonic() - started
     assert str(exc.value).startswith(
-        f"the server at {server.url} sent a line longer than 1 MiB in its answer to "
+        f"the server at {server.url} sent a line longer than 1 MB in its answer to "
         "/v1/completions; localbvi stopped reading"
     )
     assert elapsed < 10
@@ -155,7 +155,7 @@ def test_a_line_that_never_ends_is_refused_with_memory_bounded() -> None:
 def test_an_event_of_endless_data_lines_is_refused_with_memory_bounded() -> None:
     with hostile_server(many_data_lines) as server:
         engine = _engine(server.url)
-        with pytest.raises(EngineError, match="sent an event larger than 1 MiB"):
+        with pytest.raises(EngineError, match="sent an event larger than 1 MB"):
             list(engine.complete("Hi", Sampling()))
     assert _peak_mib() < 64
 
@@ -172,7 +172,7 @@ def test_a_huge_json_body_is_refused_with_memory_bounded(behaviour: Behaviour) -
             RemoteEngine(server.url, network=FAST).load(server.url)
         elapsed = time.monotonic() - started
     assert str(exc.value).startswith(
-        f"the server at {server.url} sent more than 16 MiB in its answer to /v1/models;"
+        f"the server at {server.url} sent more than 17 MB in its answer to /v1/models;"
     )
     assert elapsed < 10
     assert _peak_mib() < 64
@@ -286,9 +286,9 @@ def fast_settings(tmp_path: Path) -> Path:
     [
         (drip_stream, None, "sent no token within 2 s"),
         (slow_headers, None, "did not start answering /v1/completions within 2 s"),
-        (huge_line, None, "sent a line longer than 1 MiB"),
-        (many_data_lines, None, "sent an event larger than 1 MiB"),
-        (endless_stream, huge_json, "sent more than 16 MiB in its answer to /v1/models"),
+        (huge_line, None, "sent a line longer than 1 MB"),
+        (many_data_lines, None, "sent an event larger than 1 MB"),
+        (endless_stream, huge_json, "sent more than 17 MB in its answer to /v1/models"),
     ],
     ids=["drip", "slow-headers", "huge-line", "huge-event", "huge-json"],
 )

@@ -13,7 +13,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
-from localbvi.tui.services import format_size, search_hub
+from localbvi.inspector import format_size
+from localbvi.tui.services import search_hub
 from localbvi.tui.state import ModelChoice
 from localbvi.tui.widgets.model_list import FIT_STYLE
 
@@ -32,7 +33,7 @@ def hub_line(model: ModelChoice) -> Text:
         (f"{model.display_name[:40]:<40}", "bold"),
         " ",
         (f"{model.quant[:8]:<8}", "dim"),
-        f"{format_size(model.size):>8}  ",
+        f"{format_size(model.size) if model.size else '?':>8}  ",
         (f"{model.ram_fit or '':<9}", FIT_STYLE.get(model.ram_fit, "dim")),
         (" 🔒 gated" if model.gated else "", "yellow"),
         no_wrap=True,

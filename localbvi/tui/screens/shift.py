@@ -34,7 +34,7 @@ from localbvi.engine.types import DoneEvent, Event, TokenEvent, TokenScore
 from localbvi.errors import LocalbviError, printable, shorten
 from localbvi.lab.compare import LabError, SideRequest, SideRun, run_side, side_stats
 from localbvi.lab.shift import FRAMES, Frame, ShiftResult, run_shift
-from localbvi.tui.state import ModelChoice, load_config
+from localbvi.tui.state import ModelChoice
 from localbvi.tui.streaming import TokenBuffer
 from localbvi.tui.widgets.shift_view import ShiftView, summary_text, token_detail
 
@@ -244,19 +244,12 @@ class ShiftScreen(Screen[None]):
         try:
             if choice is None:
                 raise LabError("no base model to score with: open the view from the compare screen")
+            from localbvi.engine.host import ModelHost
             from localbvi.tui.screens.compare import _engine_factory
 
-            resolved = app.services.resolve(
-                choice.path or choice.ref,
-                download=False,
-                on_progress=lambda p: None,
-                cancel=threading.Event(),
-            )
             engine = (self.engine_factory or _engine_factory(app))()
-            engine.load(
-                resolved.path,
-                load_config(app.settings, resolved.chat_template or choice.chat_template),
-            )
+            host = ModelHost(engine, settings=app.settings, resolve=app.services.resolve)
+            host.open(choice.path or choice.ref, download=False)
         except Exception as exc:
             if engine is not None:
                 with contextlib.suppress(Exception):

@@ -9,8 +9,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Label, ProgressBar
 
+from localbvi.inspector import format_size
 from localbvi.tui.downloads import DownloadTask
-from localbvi.tui.services import format_size
 
 if TYPE_CHECKING:
     from localbvi.tui.app import LocalbviApp

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from localbvi.tui.services import format_size
+from localbvi.inspector import format_size
 from localbvi.tui.state import ModelChoice
 
 __all__ = ["ModelList", "model_line", "source_label"]
@@ -28,7 +28,7 @@ def model_line(model: ModelChoice) -> Text:
         (f"{model.display_name[:26]:<26}", "bold"),
         " ",
         (f"{model.quant[:7]:<7}", "dim"),
-        f"{format_size(model.size):>8}  ",
+        f"{format_size(model.size) if model.size else '?':>8}  ",
         *_state(model),
         "  ",
         (f"{model.ram_fit or '':<9}", FIT_STYLE.get(model.ram_fit, "dim")),

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from localbvi.tui.services import format_size
+from localbvi.inspector import format_size
 from localbvi.tui.state import ModelChoice
 from localbvi.tui.widgets.model_list import FIT_STYLE
 
@@ -30,7 +30,9 @@ def _family(base: ModelChoice, instruct: ModelChoice) -> str:
 def pair_line(base: ModelChoice, instruct: ModelChoice) -> Text:
     def half(model: ModelChoice, kind: str, style: str) -> Text:
         mark = ("●", "green") if model.downloaded else ("○", "dim")
-        return Text.assemble((f" {kind} ", style), " ", mark, f" {format_size(model.size):>7}")
+        return Text.assemble(
+            (f" {kind} ", style), " ", mark, f" {format_size(model.size) if model.size else '?':>7}"
+        )
 
     fit = instruct.ram_fit or base.ram_fit
     return Text.assemble(
