@@ -579,10 +579,20 @@ def _set(table: Any, key: str, old: object, new: object, doc: str) -> None:
     if new is None:
         table.pop(key, None)
         return
-    if key not in table and doc and _plain_table(table):
-        for line in textwrap.wrap(doc, 96):
-            table.add(tomlkit.comment(line))
+    if key in table or not _plain_table(table):
+        table[key] = new
+        return
+    # A new key goes after the table's last value, above the blank lines that end it, with
+    # its help as a comment.
+    body = table.value.body
+    blank = []
+    while body and body[-1][0] is None and isinstance(body[-1][1], tomlkit.items.Whitespace):
+        blank.append(body.pop()[1])
+    for line in textwrap.wrap(doc, 96):
+        table.add(tomlkit.comment(line))
     table[key] = new
+    for item in reversed(blank):
+        table.add(item)
 
 
 def _plain_table(table: Any) -> bool:

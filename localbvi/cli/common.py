@@ -28,16 +28,8 @@ __all__ = [
     "load_config_from",
     "progress_printer",
     "sampling_from",
-    "setting_type",
     "stats_line",
 ]
-
-
-def setting_type(key: str) -> Callable[[str], Any]:
-    """An argparse type that accepts what the settings file accepts for `key` ("table.key")."""
-    from localbvi.settings import setting_spec
-
-    return _flag_type(setting_spec(key))
 
 
 def _flag_type(field: Spec) -> Callable[[str], Any]:

@@ -15,7 +15,6 @@ from localbvi.cli.common import (
     load_config_from,
     progress_printer,
     sampling_from,
-    setting_type,
     stats_line,
     stream_events,
 )
@@ -41,14 +40,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("prompt", metavar="PROMPT", help="the text to continue ('-' reads stdin)")
     p.add_argument("--json", action="store_true", help="JSON Lines events instead of text")
-    p.add_argument(
-        "--top-k-probs",
-        type=setting_type("sampling.top_probs"),
-        default=0,
-        metavar="K",
-        help="report the K most likely tokens at each step (≤ 10; with --json)",
-    )
-    add_sampling_flags(p)
+    add_sampling_flags(p, top_probs=True)
     add_load_flags(p)
     p.add_argument("--no-save", action="store_true", help="do not record this in sessions")
     p.set_defaults(handler=_complete)
@@ -113,7 +105,7 @@ def _read_prompt(value: str) -> str:
 @_json_errors
 def _complete(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args.prompt)
-    sampling = sampling_from(args, top_probs=args.top_k_probs)
+    sampling = sampling_from(args)
     opened = _open(args)
     recorder = None if args.no_save else _Recorder("completion", opened.ref, title=prompt)
     try:

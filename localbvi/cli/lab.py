@@ -15,7 +15,6 @@ from localbvi.cli.common import (
     load_config_from,
     progress_printer,
     sampling_from,
-    setting_type,
 )
 from localbvi.engine.opener import OpenedModel, open_model
 from localbvi.engine.types import DoneEvent, Event, Sampling, TokenEvent
@@ -64,18 +63,11 @@ def _add_pair_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="JSON Lines events, each with a side")
     p.add_argument(
-        "--top-k-probs",
-        type=setting_type("sampling.top_probs"),
-        default=0,
-        metavar="K",
-        help="report the K most likely tokens at each step (≤ 10; with --json)",
-    )
-    p.add_argument(
         "--concurrent",
         action="store_true",
         help="run both models at once (slower on 2-4 cores; see ARCHITECTURE.md)",
     )
-    add_sampling_flags(p)
+    add_sampling_flags(p, top_probs=True)
     add_load_flags(p)
 
 
@@ -187,7 +179,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
 
 def _sampling(args: argparse.Namespace) -> Sampling:
-    return sampling_from(args, top_probs=max(0, min(args.top_k_probs, 10)))
+    return sampling_from(args)
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -29,7 +29,8 @@ __all__ = [
 
 def form_fields() -> list[tuple[str, Spec]]:
     """The settings form's fields: every key of the settings file's value tables."""
-    return [(table, s) for table, cls in SECTIONS.items() for s in specs(cls) if s.setting]
+    tables = ("sampling", "engine", "network")  # the order a user thinks of them
+    return [(table, s) for table in tables for s in specs(SECTIONS[table]) if s.setting]
 
 
 @dataclass(frozen=True, init=False)

@@ -80,9 +80,10 @@ def test_parse_settings_names_the_preset() -> None:
         "n_gpu_layers": "auto",
     }
     settings = parse_settings(AppSettings(), raw)
-    assert settings.preset == "creative" and settings.seed is None
+    assert settings.preset == "creative" and settings.settings.sampling.seed is None
     assert parse_settings(AppSettings(), {**raw, "temperature": "0.3"}).preset == "custom"
-    assert parse_settings(AppSettings(), {**raw, "n_gpu_layers": "12"}).n_gpu_layers == 12
+    gpu = parse_settings(AppSettings(), {**raw, "n_gpu_layers": "12"}).settings.engine.n_gpu_layers
+    assert gpu == 12
 
 
 async def test_log_shows_the_engine_log(fake_app: AppFactory) -> None:

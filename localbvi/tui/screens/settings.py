@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -30,11 +30,12 @@ def _text(value: object) -> str:
 
 
 def _hint(table: str, field: Spec) -> str:
-    """The field's accepted values in brief: "0-5", "empty = auto", "auto, on or off"."""
-    parts = [" or ".join(field.choices)] if field.choices else []
+    """The field's accepted values in brief: "0-5", "auto or ≥ -1", "auto, on or off"."""
+    allowed = list(field.choices)
     if field.number:
-        lo, hi = (f"{v:g}" if v is not None else "" for v in (field.lo, field.hi))
-        parts.append(f"{lo}-{hi}" if hi else f"≥ {lo}")
+        lo, hi = (f"{v:.10g}" for v in (field.lo or 0, field.hi or 0))
+        allowed.append(f"{lo}-{hi}" if field.hi is not None else f"≥ {lo}")
+    parts = [", ".join(allowed[:-1]) + " or " + allowed[-1] if len(allowed) > 1 else allowed[0]]
     if field.optional:
         parts.append("empty = auto")
     if table == "engine":
@@ -46,6 +47,8 @@ def parse_settings(base: AppSettings, raw: dict[str, str]) -> AppSettings:
     """Settings from the form's text fields; raises ValueError with a readable message."""
     values = {}
     for _, field in form_fields():
+        if field.name not in raw:
+            continue  # not on this form: the value stays
         try:
             values[field.name] = field.parse(raw[field.name])
         except ValueError as exc:
@@ -95,6 +98,7 @@ class SettingsScreen(ModalScreen[AppSettings | None]):
                 classes="dialog-note",
             )
             yield Label(self._save_note(), id="settings-target", classes="dialog-note")
+            yield Label("", id="field-help", classes="dialog-note")
             yield Label("", id="settings-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", variant="primary", id="save")
@@ -106,6 +110,11 @@ class SettingsScreen(ModalScreen[AppSettings | None]):
             return "Save writes the settings file"
         target = save_target(Path(self.path))
         return f"Save: {target.note}" if target.note else f"Save writes {self.path}"
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """The focused field's help, in full, under the form."""
+        help_text = event.widget.tooltip if isinstance(event.widget, Input) else ""
+        self.query_one("#field-help", Label).update(str(help_text or ""))
 
     @on(Select.Changed, "#preset")
     def _preset(self, event: Select.Changed) -> None:
