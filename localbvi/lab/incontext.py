@@ -11,14 +11,14 @@ the next `# Query`, with a mild repetition penalty. Nothing here imports Textual
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from localbvi.engine.base import Engine
-from localbvi.engine.types import Event, Message, Sampling
+from localbvi.engine.types import DoneEvent, Event, Message, Sampling, TokenEvent
 from localbvi.errors import LocalbviError
 from localbvi.paths import config_dir
 from localbvi.tomltables import parse_toml, read_toml_text
@@ -28,12 +28,15 @@ __all__ = [
     "InContext",
     "InContextError",
     "build_prompt",
+    "bundled_incontext",
     "clean_answer",
     "frame_query",
     "incontext_sampling",
     "load_incontext",
+    "load_or_bundled",
     "preamble_text",
     "stream",
+    "tidy_answer",
     "user_incontext_path",
 ]
 
@@ -107,16 +110,31 @@ def parse_incontext(text: str, path: Path, source: str) -> InContext:
     return InContext(preamble, tuple(examples), source)
 
 
+def bundled_incontext() -> InContext:
+    """localbvi's own preamble and examples (`data/incontext.toml`)."""
+    bundled = resources.files("localbvi.data").joinpath("incontext.toml")
+    return parse_incontext(
+        bundled.read_text("utf-8"), Path("localbvi/data/incontext.toml"), "bundled"
+    )
+
+
 def load_incontext(path: Path | None = None) -> InContext:
     """The user's `incontext.toml` if there is one, else the bundled preamble and examples."""
     user = path or user_incontext_path()
     text = read_toml_text(user, InContextError)
     if text is not None:
         return parse_incontext(text, user, str(user))
-    bundled = resources.files("localbvi.data").joinpath("incontext.toml")
-    return parse_incontext(
-        bundled.read_text("utf-8"), Path("localbvi/data/incontext.toml"), "bundled"
-    )
+    return bundled_incontext()
+
+
+def load_or_bundled(path: Path | None = None) -> tuple[InContext, str | None]:
+    """Like `load_incontext`, but a broken user file gives the bundled examples and its
+    problem (one line naming the file) instead of an error: a chat goes on while the user
+    fixes the file, which is only ever read, never rewritten."""
+    try:
+        return load_incontext(path), None
+    except InContextError as exc:
+        return bundled_incontext(), f"{exc} (the bundled examples are used until it is fixed)"
 
 
 def frame_query(question: str) -> str:
@@ -196,3 +214,40 @@ def stream(
     if prime is not None:
         prime(preamble_text(incontext, messages))
     return engine.complete(prompt, incontext_sampling(sampling))
+
+
+_FENCE = "```"
+
+
+def _fence_tail(text: str) -> int:
+    """How many characters at the end of `text` could still become the answer's closing
+    fence (whitespace and backticks only)."""
+    return len(text) - len(text.rstrip("` \t\r\n"))
+
+
+def tidy_answer(events: Iterable[Event]) -> Iterator[Event]:
+    """`events` without the fence that closes the answer block before the next `# Query`.
+
+    The stop string ends the text at the next query, but the model writes the closing fence
+    first: shown as Markdown it would open an empty code block. Trailing whitespace and
+    backticks are held back until a later token shows they belong to the answer (a code
+    block's fence followed by `python`, say); at the end one closing fence is dropped, as
+    `clean_answer` does.
+    """
+    held = ""
+    last_id = 0
+    for event in events:
+        if isinstance(event, TokenEvent):
+            last_id = event.id
+            text = held + event.text
+            keep = _fence_tail(text)
+            out, held = text[: len(text) - keep], text[len(text) - keep :]
+            yield replace(event, text=out)  # empty while held: a cancel is still seen per token
+            continue
+        if isinstance(event, DoneEvent):
+            tail = held.rstrip()
+            if tail.endswith(_FENCE):
+                tail = tail[: -len(_FENCE)].rstrip()
+            if tail:
+                yield TokenEvent(text=tail, id=last_id)
+        yield event

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -21,7 +21,7 @@ from textual.screen import Screen
 
 from localbvi.engine.base import Engine
 from localbvi.engine.host import ModelHost
-from localbvi.engine.types import MODES, Kind, LoadInfo, Mode
+from localbvi.engine.types import MODES, Event, Kind, LoadInfo, Message, Mode
 from localbvi.errors import LocalbviError, SettingsError
 from localbvi.settings import Settings, load_settings, save_settings
 from localbvi.tui.commands import ModelCommands, ScreenCommands
@@ -60,6 +60,16 @@ LESSONS: dict[tuple[Kind, Mode], str] = {
     ("base", "chat"): "Base model through a chat template it was never trained on: watch "
     "what it does.",
 }
+
+INCONTEXT_LABEL = "in-context chat"
+"""The status bar's mode for a base model chatting through in-context examples."""
+INCONTEXT_LESSON = (
+    "Base model, chat through in-context examples: not an instruct model. It continues a "
+    "document — a preamble and example # Query / # Answer exchanges ({source}) — with your "
+    "conversation appended as further queries, and stops at the next # Query."
+)
+INCONTEXT_TITLE = "Base model · in-context examples"
+"""The heading of its replies in the transcript."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +328,20 @@ class LocalbviApp(App[int]):
         if self._main is not None:
             self._main.status.activity = text
 
+    _base_via_template = False
+    """A base model that has a chat template chats through it (ctrl+t), not in context."""
+    _incontext_problem: str | None = None
+    """The last problem of the user's incontext.toml that was shown (shown once)."""
+
+    @property
+    def in_context_chat(self) -> bool:
+        """Chat mode with a base model: it answers through in-context examples (the issue's
+        "base + in-context alignment"), unless the user chose its own chat template."""
+        model = self.model
+        if model is None or model.kind != "base" or self.mode != "chat":
+            return False
+        return not (self._base_via_template and model.info.chat_template)
+
     def watch_mode(self, mode: Mode) -> None:
         if self._main is not None:
             self._main.show_mode(mode)
@@ -331,9 +355,49 @@ class LocalbviApp(App[int]):
                 "No model loaded: press ctrl+o to pick one (base models continue text, "
                 "instruct models answer)."
             )
+        elif self.in_context_chat:
+            from localbvi.lab.incontext import load_or_bundled
+
+            incontext, problem = load_or_bundled()
+            self._report_incontext_problem(problem)
+            source = "bundled" if incontext.source == "bundled" else "from your incontext.toml"
+            self.main.show_banner(INCONTEXT_LESSON.format(source=source))
         else:
             self.main.show_banner(LESSONS[(self.model.kind, self.mode)])
-        self.main.status.mode = self.mode
+        self.main.status.mode = INCONTEXT_LABEL if self.in_context_chat else self.mode
+
+    def _report_incontext_problem(self, problem: str | None) -> None:
+        """One warning per new problem of the user's incontext.toml (it is never rewritten)."""
+        if problem and problem != self._incontext_problem:
+            self.notify(
+                problem,
+                title="In-context examples file has a problem",
+                severity="warning",
+                timeout=20,
+            )
+        self._incontext_problem = problem
+
+    def chat_events(self, messages: Sequence[Message]) -> tuple[str, Callable[[], Iterator[Event]]]:
+        """What a chat turn runs (called in the worker thread) and the heading of its reply.
+
+        An instruct model (or a base model the user runs through its template) goes through
+        the chat template; a base model answers through in-context examples: the preamble and
+        examples, the conversation so far as earlier queries, the last message as the open
+        query. The examples file is read at each turn, so an edit applies to the next reply.
+        """
+        engine, sampling = self.engine, self.settings.to_sampling()
+        if not self.in_context_chat:
+            return "", lambda: engine.chat(messages, sampling)
+
+        def events() -> Iterator[Event]:
+            from localbvi.lab.incontext import load_or_bundled, stream, tidy_answer
+
+            incontext, problem = load_or_bundled()
+            with contextlib.suppress(RuntimeError):  # the app already stopped
+                self.call_from_thread(self._report_incontext_problem, problem)
+            return tidy_answer(stream(engine, messages, sampling, incontext))
+
+        return INCONTEXT_TITLE, events
 
     def ready_for_generation(self) -> bool:
         """True when a model can take a request; otherwise tell the user why not."""
@@ -344,6 +408,19 @@ class LocalbviApp(App[int]):
             self.notify("No model loaded: press ctrl+o to pick one", severity="warning")
             return False
         return True
+
+    def chat_in_context(self, choice: ModelChoice) -> None:
+        """Open a base model straight into chat through in-context examples (the welcome
+        screen's offer when no instruct model is on disk)."""
+        model = self.model
+        if model is not None and model.info.path in (choice.path, choice.ref):
+            self._base_via_template = False
+            self.mode = "chat"
+            self._show_lesson()
+            self.show_main()
+            return
+        self._requested_mode = "chat"
+        self.choose(choice)
 
     # -- loading models ---------------------------------------------------------------------
 
@@ -438,6 +515,7 @@ class LocalbviApp(App[int]):
         self.loading = None
         self.set_activity("")
         self.model = LoadedModel(message.ref, message.display_name, message.kind, message.info)
+        self._base_via_template = False
         mode = self._requested_mode or default_mode(message.kind)
         self._requested_mode = None
         if self._main is not None:
@@ -450,8 +528,9 @@ class LocalbviApp(App[int]):
         if self._main is not None:
             self._main.focus_input()
         info = message.info
+        how = ", chatting through in-context examples" if self.in_context_chat else ""
         self.notify(
-            f"{message.display_name} ({message.kind}) on {info.device}, "
+            f"{message.display_name} ({message.kind}{how}) on {info.device}, "
             f"loaded in {info.load_s:.1f} s",
             title="Model loaded",
         )
@@ -565,7 +644,18 @@ class LocalbviApp(App[int]):
     # -- actions ----------------------------------------------------------------------------
 
     def action_toggle_mode(self) -> None:
-        """Run an instruct model raw, or a base model through a template: part of the lesson."""
+        """Run an instruct model raw, or a base model in chat: part of the lesson.
+
+        A base model that has a chat template goes chat in context → chat through its
+        template → completion; without one, chat (in context) ↔ completion.
+        """
+        model = self.model
+        if self.in_context_chat and model is not None and model.info.chat_template:
+            self._base_via_template = True
+            self._show_lesson()
+            self.notify("Base model through its chat template (ctrl+t again: completion)")
+            return
+        self._base_via_template = False
         self.mode = "completion" if self.mode == "chat" else "chat"
 
     def action_pick_model(self) -> None:

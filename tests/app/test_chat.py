@@ -154,7 +154,10 @@ async def test_without_a_model_sending_says_what_to_do(fake_app: AppFactory) -> 
         assert "ctrl+o" in screen_text(app)
 
 
-async def test_base_model_in_chat_mode_shows_template_error(fake_app: AppFactory) -> None:
+async def test_base_model_in_chat_mode_answers_through_in_context_examples(
+    fake_app: AppFactory,
+) -> None:
+    # No longer a refusal ("no chat template"): tests/app/test_incontext_chat.py has the rest.
     app = fake_app(model_ref="/models/demo-270m-base.gguf", mode="chat")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await wait_until(pilot, lambda: app.model is not None)
@@ -163,9 +166,10 @@ async def test_base_model_in_chat_mode_shows_template_error(fake_app: AppFactory
         await pilot.press(*"Hello", "enter")
         chat = app.main.chat
         await wait_until(pilot, lambda: not chat.generating and len(chat.turns) == 2)
-        assert chat.turns[1].outcome == "error"
-        assert "no chat template" in screen_text(app)
-        assert "Traceback" not in screen_text(app)
+        assert chat.turns[1].outcome == "done"
+        assert engine_of(app).requests[-1][0] == "complete"
+        assert "in-context chat mode" in screen_text(app)
+        assert "no chat template" not in screen_text(app)
 
 
 async def test_ctrl_q_quits(fake_app: AppFactory) -> None:

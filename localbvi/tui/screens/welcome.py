@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, cast
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -29,6 +30,12 @@ INTRO = (
     "on conversations in a chat template, so it answers you."
 )
 
+INCONTEXT_OFFER = (
+    "No instruct model for {name} on disk. [b]c[/b]: chat with the base model through "
+    "in-context examples: it continues a document of example questions and answers, with "
+    "yours appended. It is not an instruct model: a base model imitating one."
+)
+
 
 class WelcomeScreen(Screen[None]):
     """Pick or download a pair; shown when the app starts without --model."""
@@ -37,6 +44,14 @@ class WelcomeScreen(Screen[None]):
         Binding("d", "download_pair", "Download pair", id="welcome.download_pair"),
         Binding("enter", "open", "Open", id="welcome.open", show=True),
         Binding("escape", "skip", "Skip", id="welcome.skip"),
+        Binding(
+            "c",
+            "chat_in_context",
+            "Chat with base (in-context)",
+            id="welcome.chat_in_context",
+            tooltip="Chat with a base model through in-context examples (no instruct model "
+            "on disk)",
+        ),
     ]
 
     def compose(self) -> ComposeResult:
@@ -51,6 +66,7 @@ class WelcomeScreen(Screen[None]):
                 classes="section-title",
             )
             yield PairList(id="pairs")
+            yield Static("", id="incontext-offer")
             yield DownloadsPanel(active_only=True, id="welcome-downloads")
             yield Label("On disk — Enter opens", classes="section-title")
             yield ModelList(id="local")
@@ -107,6 +123,54 @@ class WelcomeScreen(Screen[None]):
         self._update_local_note()
         focus = self.query_one(ModelList) if local else self.query_one(PairList)
         focus.focus()
+        self._update_offer()
+
+    def incontext_choice(self) -> ModelChoice | None:
+        """The base model to chat with through in-context examples, when no instruct model
+        is at hand: the highlighted base on disk, the highlighted pair's base when its
+        instruct half is not downloaded, or the only kind of model on disk."""
+        local = self.query_one(ModelList)
+        if self.focused is local:
+            model = local.selected_model()
+            if model is not None and model.kind == "base" and model.downloaded:
+                return model
+        pair = self.query_one(PairList).selected_pair()
+        if pair is not None:
+            base, instruct = pair
+            if base.downloaded and not instruct.downloaded:
+                return base
+        on_disk = [m for m in local.models if m.downloaded]
+        bases = [m for m in on_disk if m.kind == "base"]
+        if bases and not any(m.kind == "instruct" for m in on_disk):
+            return bases[0]
+        return None
+
+    def _update_offer(self) -> None:
+        offer = self.query_one("#incontext-offer", Static)
+        choice = self.incontext_choice()
+        offer.display = choice is not None
+        if choice is not None:
+            offer.update(INCONTEXT_OFFER.format(name=escape(choice.display_name)))
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "chat_in_context":
+            return self.incontext_choice() is not None  # hidden from the footer otherwise
+        return True
+
+    def action_chat_in_context(self) -> None:
+        choice = self.incontext_choice()
+        if choice is None:
+            self.notify("An instruct model is on disk: Enter opens it", severity="warning")
+            return
+        self.lapp.chat_in_context(choice)
+
+    @on(OptionList.OptionHighlighted)
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._update_offer()
+
+    def on_descendant_focus(self) -> None:
+        self._update_offer()
 
     def _update_local_note(self) -> None:
         note = self.query_one("#local-empty", Label)
@@ -144,7 +208,10 @@ class WelcomeScreen(Screen[None]):
             self.notify("No catalog pair to download")
             return
         if self.lapp.online is False:
-            self.notify("Offline: downloads need the network", severity="warning")
+            hint = ""
+            if self.incontext_choice() is not None:
+                hint = "; c chats with the base model through in-context examples"
+            self.notify(f"Offline: downloads need the network{hint}", severity="warning")
             return
         base, instruct = pair
         if not base.downloaded:

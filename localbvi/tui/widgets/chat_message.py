@@ -30,17 +30,22 @@ class ChatMessage(Vertical, can_focus=True):
         streaming: bool = False,
         outcome: Outcome | None = None,
         note: str = "",
+        title: str = "",
     ) -> None:
-        """`outcome` and `note` show a finished reply at once (a reopened session)."""
+        """`outcome` and `note` show a finished reply at once (a reopened session); `title`
+        replaces the role's heading (a base model answering through in-context examples)."""
         super().__init__(classes=f"-{role}" + (f" -{outcome}" if outcome else ""))
         self.role = role
         self.content = content
         self.streaming = streaming
         self.outcome: Outcome | None = outcome
         self._note = note
+        self._title = title
 
     def compose(self) -> ComposeResult:
-        title = {"user": "You", "assistant": "Model", "system": "System"}.get(self.role, self.role)
+        title = self._title or {"user": "You", "assistant": "Model", "system": "System"}.get(
+            self.role, self.role
+        )
         yield Label(title, classes="message-role")
         if self.outcome == "error":
             yield Static(Text(self._note or "error", style="bold red"), classes="message-body")

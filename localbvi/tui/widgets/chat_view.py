@@ -113,12 +113,11 @@ class ChatView(StreamingView):
 
     def _ask(self) -> None:
         messages = self.history()
-        reply = ChatMessage("assistant", streaming=True)
+        title, events = self.lapp.chat_events(messages)  # template, or in-context examples
+        reply = ChatMessage("assistant", streaming=True, title=title)
         self._reply = reply
         self._add_turn(reply)
-        engine = self.lapp.engine
-        sampling = self.lapp.settings.to_sampling()
-        self.start_generation(lambda: engine.chat(messages, sampling))
+        self.start_generation(events)
 
     def on_stream_text(self, text: str) -> None:
         if self._reply is not None:
