@@ -8,7 +8,7 @@ import time
 import pytest
 from textual.widgets import Input, Label
 
-from localbvi.settings import load_settings, settings_path
+from localbvi.settings import load_settings, setting_spec, settings_path
 from localbvi.tui.screens.settings import SettingsScreen
 from localbvi.tui.screens.welcome import WelcomeScreen
 from tests.helpers import (
@@ -135,11 +135,20 @@ favourite_colour = "green"
 
 [sampling]
 # focused answers
-temperature = 0.3
+temperature = 0.3   # low
+my_note = "mine"    # not a setting: kept
+top_k = 20
+
+[engine]
+n_ctx = 2048  # small laptop
+
+[[remote]]
+name = "box"
+base_url = "http://box:8080/v1"  # upstairs
 """
 
 
-async def test_save_keeps_comments_and_unknown_keys(fake_app: AppFactory) -> None:
+async def test_save_changes_only_the_edited_values_byte_for_byte(fake_app: AppFactory) -> None:
     write_settings(COMMENTED)
     app = fake_app()
     async with app.run_test(size=SIZE, notifications=True) as pilot:
@@ -148,14 +157,24 @@ async def test_save_keeps_comments_and_unknown_keys(fake_app: AppFactory) -> Non
         await wait_until(pilot, lambda: isinstance(app.screen, SettingsScreen))
         target = app.screen.query_one("#settings-target", Label)
         assert str(target.content) == f"Save writes {settings_path()}"
-        app.screen.query_one("#top_k", Input).value = "9"
+        app.screen.query_one("#top_k", Input).value = "9"  # a value in the file
+        app.screen.query_one("#n_threads", Input).value = "3"  # a key the file lacks
+        app.screen.query_one("#connect_timeout", Input).value = "5"  # a table it lacks
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
-    text = settings_path().read_text()
-    for line in COMMENTED.splitlines():
-        assert line in text.splitlines()
-    assert "top_k = 9" in text
-    assert load_settings().settings.sampling.top_k == 9
+    threads_help = setting_spec("engine.n_threads").help
+    timeout_help = setting_spec("network.connect_timeout").help
+    expected = (
+        COMMENTED.replace("top_k = 20", "top_k = 9").replace(
+            "# small laptop\n", f"# small laptop\n# {threads_help}\nn_threads = 3\n"
+        )
+        + f"\n[network]\n# {timeout_help}\nconnect_timeout = 5.0\n"
+    )
+    # Comments, order, unknown keys and the server entry: all as they were, byte for byte.
+    assert settings_path().read_text() == expected
+    loaded = load_settings()
+    assert (loaded.settings.sampling.top_k, loaded.settings.engine.n_threads) == (9, 3)
+    assert loaded.settings.network.connect_timeout == 5.0
 
 
 HOSTILE = {
