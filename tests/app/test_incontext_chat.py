@@ -71,9 +71,10 @@ async def test_a_base_model_chats_through_in_context_examples(fake_app: AppFacto
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.model is not None, what="model loaded")
         assert app.model is not None and app.model.kind == "base"
-        text = screen_text(app)
-        assert "in-context chat mode" in text
-        assert "not an instruct model" in flat(app) and "# Query" in text  # the banner
+        # The banner's lesson (it wraps once laid out) and the status bar's mode.
+        await wait_until(pilot, lambda: "stops at the next # Query" in flat(app), what="banner")
+        assert "not an instruct model" in flat(app)
+        assert "in-context chat mode" in screen_text(app)
         await ask(app, pilot, "What is 2+2?")
         chat = app.main.chat
         reply = chat.turns[1]
