@@ -188,13 +188,21 @@ def _resolve_path(ref: str, path: Path) -> ResolvedModel:
             f"{user_text(str(path))}: {path_problem(path)}; give the path of a .gguf file, a "
             "catalog id (`localbvi models`) or a Hub reference such as org/repo:Q4_K_M"
         )
+    # A catalog file in the HF cache (models--ORG--NAME/snapshots/REV/FILE) keeps its catalog
+    # name and kind, as it has when named by its catalog id (the app's picker opens the path).
+    match = None
+    snapshots = path.parent.parent
+    if snapshots.name == "snapshots" and snapshots.parent.name.startswith("models--"):
+        repo = snapshots.parent.name.removeprefix("models--").replace("--", "/", 1)
+        match = catalog_match(repo, path.name)
+    entry, quant = match if match else (None, guess_quant(path.name))
     return ResolvedModel(
         path=path,
         ref=ref,
-        display_name=path.name,
-        entry=None,
-        quant=guess_quant(path.name),
-        kind=None,
+        display_name=f"{entry.name} {quant}" if entry else path.name,
+        entry=entry,
+        quant=quant,
+        kind=entry.kind if entry else None,
     )
 
 
