@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterator
 from localbvi.engine.types import DoneEvent, Event, TokenEvent
 from localbvi.errors import LocalbviError
 
-__all__ = ["FRAME_S", "TokenBuffer", "pump"]
+__all__ = ["FRAME_S", "STATUS_S", "TokenBuffer", "pump"]
 
 FRAME_S = 1 / 30
 """How often the UI drains streamed text."""
+
+STATUS_S = 0.1
+"""How often the status bar's context figure follows a stream (at most 10 redraws a second)."""
 
 
 class TokenBuffer:
@@ -26,6 +29,7 @@ class TokenBuffer:
         self._lock = threading.Lock()
         self._parts: list[str] = []
         self.tokens = 0
+        """Tokens pushed so far (the UI thread reads it to show progress)."""
 
     def push(self, text: str) -> None:
         with self._lock:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widget import Widget
 
 from localbvi.engine.types import DoneEvent, LoadInfo
+from localbvi.tui.streaming import STATUS_S, TokenBuffer
 
 __all__ = ["StatusBar"]
 
@@ -23,9 +25,43 @@ class StatusBar(Widget):
     tokens_per_s: reactive[float | None] = reactive(None)
     ttft_s: reactive[float | None] = reactive(None)
     activity: reactive[str] = reactive("")
+    streaming: reactive[bool] = reactive(False)
+    """A reply is streaming: `ctx_used` is the last exact figure plus the tokens so far."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._stream: TokenBuffer | None = None
+        self._stream_base = 0
+        self._ticker: Timer | None = None
+
+    def track(self, buffer: TokenBuffer) -> None:
+        """Follow a starting stream: the context figure grows with its tokens until it ends.
+
+        The prompt's own size is only reported when the reply ends, so while it streams the
+        figure is the last exact one plus the new tokens, marked "~"; `set_done` makes it exact.
+        Redrawn at most every `STATUS_S`, however fast the tokens come.
+        """
+        self._stream = buffer
+        self._stream_base = self.ctx_used
+        self.streaming = True
+        if self._ticker is None:
+            self._ticker = self.set_interval(STATUS_S, self._follow)
+        else:
+            self._ticker.resume()
+
+    def _follow(self) -> None:
+        if self._stream is not None:
+            self.ctx_used = self._stream_base + self._stream.tokens
+
+    def _untrack(self) -> None:
+        self._stream = None
+        self.streaming = False
+        if self._ticker is not None:
+            self._ticker.pause()
 
     def set_model(self, name: str, kind: str, info: LoadInfo) -> None:
         """Show a freshly loaded model; the last generation's figures no longer apply."""
+        self._untrack()
         self.model_name = name
         self.kind = kind
         self.device = info.device
@@ -36,7 +72,10 @@ class StatusBar(Widget):
 
     def set_done(self, done: DoneEvent) -> None:
         """Show the figures of a finished generation."""
+        base = self._stream_base if self._stream is not None else self.ctx_used
+        self._untrack()
         if done.finish_reason == "error":
+            self.ctx_used = base  # nothing was added to the conversation
             return
         used = done.prompt_tokens + done.tokens
         if used:  # a server that reports no usage (a cancelled stream) leaves the last figure
@@ -52,7 +91,8 @@ class StatusBar(Widget):
         if self.mode:
             facts += [sep, f"{self.mode} mode"]
         if self.n_ctx:
-            facts += [sep, f"ctx {self.ctx_used}/{self.n_ctx}"]
+            about = "~" if self.streaming else ""
+            facts += [sep, f"ctx {about}{self.ctx_used}/{self.n_ctx}"]
         if self.tokens_per_s is not None:
             facts += [sep, f"{self.tokens_per_s:.1f} tok/s"]
         if self.ttft_s is not None:

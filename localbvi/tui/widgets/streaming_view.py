@@ -14,6 +14,7 @@ from textual.worker import get_current_worker
 from localbvi.engine.types import DoneEvent, Event
 from localbvi.tui.messages import GenerationFinished
 from localbvi.tui.streaming import FRAME_S, TokenBuffer, pump
+from localbvi.tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
     from localbvi.tui.app import LocalbviApp
@@ -43,6 +44,8 @@ class StreamingView(Vertical):
         self.generating = True
         self.lapp.set_activity("generating…")
         self._timer = self.set_interval(FRAME_S, self._flush)
+        for bar in self.screen.query(StatusBar):  # its context figure follows the stream
+            bar.track(self._buffer)
         self._generate(events, self._buffer)
 
     @work(thread=True, exclusive=True, group="generation")
