@@ -144,10 +144,6 @@ class ModelHost:
             self._engine = self.local
         return self._engine
 
-    def find_remote(self, ref: str) -> RemoteServer | None:
-        """The settings file's `[[remote]]` that `ref` names (by name, ref or URL), if any."""
-        return self._settings().find_remote(ref)
-
     def open(
         self,
         ref: str,

@@ -36,6 +36,7 @@ __all__ = [
     "LocalModel",
     "RamFit",
     "available_memory",
+    "catalog_match",
     "demo_path",
     "ensure_demo",
     "import_model",
@@ -218,8 +219,7 @@ def _hf_cache_models(catalog: Catalog | None) -> list[LocalModel]:
             size = sum(p.stat().st_size for p in located if p is not None)
             first = located[0]
             assert first is not None
-            entry, quant = _match(catalog, repo, filename)
-            quant = quant or guess_quant(filename)
+            entry, quant = catalog_match(repo, filename, catalog) or (None, guess_quant(filename))
             if entry is not None:
                 ref, name = f"{entry.id}:{quant}", f"{entry.name} {quant}"
             else:
@@ -228,17 +228,17 @@ def _hf_cache_models(catalog: Catalog | None) -> list[LocalModel]:
     return found
 
 
-def _match(
-    catalog: Catalog | None, repo: str, filename: str
-) -> tuple[CatalogEntry | None, str | None]:
-    if catalog is None:
-        return None, None
-    for entry in catalog:
+def catalog_match(
+    repo: str, filename: str, catalog: Catalog | None = None
+) -> tuple[CatalogEntry, str] | None:
+    """The catalog entry and quant whose file this is, so Hub refs still know base/instruct
+    (`catalog`: the one already read, else the catalog is read; a broken one matches nothing)."""
+    for entry in catalog or _catalog() or ():
         if entry.repo.lower() == repo.lower():
             for quant, quant_file in entry.files.items():
                 if quant_file.file == filename:
                     return entry, quant
-    return None, None
+    return None
 
 
 def _demo_models(catalog: Catalog | None) -> list[LocalModel]:

@@ -27,6 +27,7 @@ from localbvi.engine.types import Kind
 from localbvi.errors import CatalogError, OfflineError, RefError
 from localbvi.store import foreign, hub, library
 from localbvi.store.hub import ProgressCallback
+from localbvi.store.library import catalog_match
 from localbvi.store.naming import (
     ParsedRef,
     guess_quant,
@@ -66,21 +67,6 @@ class ResolvedModel:
     quant: str | None
     kind: Kind | None
     """From the catalog; None when unknown."""
-
-
-def catalog_match(repo: str, filename: str) -> tuple[CatalogEntry, str] | None:
-    """The catalog entry and quant whose file this is, so Hub refs still know base/instruct."""
-    try:
-        catalog = load_catalog()
-    except CatalogError:
-        return None
-    for entry in catalog:
-        if entry.repo.lower() != repo.lower():
-            continue
-        for quant, quant_file in entry.files.items():
-            if quant_file.file == filename:
-                return entry, quant
-    return None
 
 
 def _offline_hint() -> str:

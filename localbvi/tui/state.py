@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from localbvi.engine.types import Kind, LoadConfig, Mode, Sampling
+from localbvi.engine.types import Kind, Mode, Sampling
 from localbvi.fieldspec import Spec, specs
 from localbvi.settings import SECTIONS, Settings
 
@@ -22,7 +22,6 @@ __all__ = [
     "apply_preset",
     "default_mode",
     "form_fields",
-    "load_config",
     "preset_of",
 ]
 
@@ -115,11 +114,6 @@ def preset_of(sampling: Sampling) -> str:
         ),
         "custom",
     )
-
-
-def load_config(settings: Settings, chat_template: str | None = None) -> LoadConfig:
-    """How the next model loads, from the settings and the catalog's template override."""
-    return replace(settings.engine, chat_template=chat_template)
 
 
 def apply_preset(form: AppSettings, name: str) -> AppSettings:
