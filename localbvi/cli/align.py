@@ -20,7 +20,7 @@ from localbvi.cli.common import (
     progress_printer,
     sampling_from,
 )
-from localbvi.engine.opener import OpenedModel, open_model
+from localbvi.engine.host import OpenedModel, open_model
 from localbvi.errors import LocalbviError, printable
 from localbvi.lab.compare import pair_refs
 from localbvi.lab.shift import FRAMES, PAPER_FIGURES, ShiftResult, run_shift, sparkline

@@ -18,7 +18,7 @@ from localbvi.cli.common import (
     stats_line,
     stream_events,
 )
-from localbvi.engine.opener import OpenedModel, open_model
+from localbvi.engine.host import OpenedModel, open_model
 from localbvi.engine.types import DoneEvent, Event, Message, Sampling
 from localbvi.errors import LocalbviError, printable
 

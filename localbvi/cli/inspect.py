@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from localbvi.engine.opener import is_remote_ref
+    from localbvi.engine.host import is_remote_ref
     from localbvi.inspector import format_info, inspect_gguf
     from localbvi.store.refs import resolve
 

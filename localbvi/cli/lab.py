@@ -16,7 +16,7 @@ from localbvi.cli.common import (
     progress_printer,
     sampling_from,
 )
-from localbvi.engine.opener import OpenedModel, open_model
+from localbvi.engine.host import OpenedModel, open_model
 from localbvi.engine.types import DoneEvent, Event, Sampling, TokenEvent
 from localbvi.errors import LocalbviError, UsageError
 from localbvi.lab.compare import (

@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     from localbvi.store.hub import Progress
     from localbvi.store.refs import ResolvedModel
 
-__all__ = ["ModelHost", "OpenedModel", "Resolver", "display_name", "is_remote_ref", "model_kind"]
+__all__ = [
+    "ModelHost",
+    "OpenedModel",
+    "Resolver",
+    "display_name",
+    "is_remote_ref",
+    "model_kind",
+    "open_model",
+]
 
 
 class Resolver(Protocol):
@@ -83,6 +91,19 @@ def display_name(resolved: ResolvedModel, info: LoadInfo) -> str:
     if resolved.display_name and resolved.display_name != resolved.path.name:
         return resolved.display_name
     return info.model_name or resolved.display_name or resolved.path.name
+
+
+def open_model(
+    ref: str,
+    config: LoadConfig | None = None,
+    *,
+    engine: Engine | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> OpenedModel:
+    """The CLI's one call: resolve `ref` (downloading it if needed) and load it into `engine`
+    (a new LocalEngine if None), the settings file giving remotes and default options."""
+    return ModelHost(engine).open(ref, config, on_progress=on_progress, cancel=cancel)
 
 
 def _store_resolve(

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from localbvi.engine.fake import FakeEngine
-from localbvi.engine.host import ModelHost, model_kind
-from localbvi.engine.opener import open_model
+from localbvi.engine.host import ModelHost, model_kind, open_model
 from localbvi.engine.types import LoadConfig, LoadInfo
 from localbvi.errors import DownloadError, GGUFError, ModelLoadError
 from localbvi.settings import settings_path
