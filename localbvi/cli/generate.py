@@ -188,8 +188,10 @@ def _chat_turn(
     try:
         if getattr(args, "in_context", False):
             from localbvi.lab.incontext import stream as incontext_stream
+            from localbvi.lab.incontext import tidy_answer
 
-            events = incontext_stream(opened.engine, history, sampling)
+            # The fence that closes the answer block before the next `# Query` is not shown.
+            events = tidy_answer(incontext_stream(opened.engine, history, sampling))
         else:
             events = opened.engine.chat(history, sampling)
         done, reply = _stream(events, args, opened, recorder, text)
