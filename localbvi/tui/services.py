@@ -122,14 +122,6 @@ def search_hub(text: str, n_ctx: int, limit: int = 20) -> tuple[list[ModelChoice
     return rows, len(results)
 
 
-def hub_reachable(timeout_s: float = 2.0) -> bool:
-    """Whether the Hub (or `HF_ENDPOINT`) answers an HTTP request, through any proxy set in
-    the environment (a raw TCP connect misjudges networks where only a proxy gets out)."""
-    from localbvi.store.hubapi import hub_reachable as ask_hub
-
-    return ask_hub(timeout_s)
-
-
 class StoreServices:
     """`Services` over the real catalog and store modules (imported on first use)."""
 
@@ -173,6 +165,10 @@ class StoreServices:
         return resolve(ref, download=download, on_progress=on_progress, cancel=cancel)
 
     def is_online(self) -> bool:
+        # Through any proxy set in the environment: a raw TCP connect misjudges networks
+        # where only a proxy gets out.
+        from localbvi.store.hubapi import hub_reachable
+
         return hub_reachable()
 
 
