@@ -279,25 +279,158 @@ async def test_real_engines_compare_and_xray(base_engine: Any, instruct_engine: 
         assert len(top.alternatives) == 5 and top.alternatives[0].id == top.id
 
 
-async def test_a_sibling_not_on_disk_says_why_in_the_panes() -> None:
-    """Offline with only the base model: the compare screen says what is missing and stays."""
-    missing = ModelChoice(ref="demo-it", display_name="Demo 270M IT", kind="instruct")
+def stats(screen: CompareScreen, side: str) -> str:
+    from textual.widgets import Label
+
+    return str(screen.pane(side).query_one(".pane-stats", Label).render())  # type: ignore[arg-type]
+
+
+def title(screen: CompareScreen, side: str) -> str:
+    return str(screen.pane(side).query_one(".pane-title").render())  # type: ignore[arg-type]
+
+
+MISSING_IT = ModelChoice(
+    ref="demo-it", display_name="Demo 270M IT", kind="instruct", size=253_000_000
+)
+
+
+async def open_pair_with_missing_sibling(pilot: Pilot[Any], app: LocalbviApp) -> CompareScreen:
+    await wait_until(pilot, lambda: app.model is not None, what="the app's model")
+    await pilot.press("ctrl+b")
+    await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), what="compare")
+    screen = app.screen
+    assert isinstance(screen, CompareScreen)
+    await wait_until(pilot, lambda: "not loaded" in stats(screen, "instruct"), what="the reason")
+    return screen
+
+
+async def test_a_missing_sibling_offline_says_why_and_its_download_fails_readably() -> None:
+    """Offline with only the base model: the pane says what is missing; ctrl+y tries the
+    download and the pane says why it failed; the view stays usable."""
     engine = FakeEngine()
     services = StaticServices(
-        pairs=[(BASE, missing)], local=[BASE], downloads={"demo-it": "/x.gguf"}, online=False
+        pairs=[(BASE, MISSING_IT)], local=[BASE], downloads={"demo-it": "/x.gguf"}, online=False
     )
     app = make_app(lambda: engine, model_ref=BASE.path, services=services, check_online=False)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_until(pilot, lambda: app.model is not None, what="the app's model")
-        await pilot.press("ctrl+b")
-        await wait_until(pilot, lambda: isinstance(app.screen, CompareScreen), what="compare")
-        screen = app.screen
-        assert isinstance(screen, CompareScreen)
+        screen = await open_pair_with_missing_sibling(pilot, app)
+        reason = stats(screen, "instruct")
+        assert "Demo 270M IT is not on disk" in reason and "ctrl+y downloads it (253 MB)" in reason
+        assert stats(screen, "base") == "ready"
+        await pilot.press("ctrl+y")
+        await wait_until(pilot, lambda: "download failed" in stats(screen, "instruct"))
+        assert "offline" in stats(screen, "instruct")
+        assert screen.engines is None and app.screen is screen
 
-        def stats(side: str) -> str:
-            from textual.widgets import Label
 
-            return str(screen.pane(side).query_one(".pane-stats", Label).render())
+async def test_a_missing_sibling_downloads_with_progress_in_its_pane_then_runs() -> None:
+    engine = FakeEngine()
+    services = StaticServices(
+        pairs=[(BASE, MISSING_IT)],
+        local=[BASE],
+        downloads={"demo-it": "/models/demo-270m-it.gguf"},
+        online=True,
+        download_s=1.5,
+        steps=15,
+    )
+    made: list[FakeEngine] = []
 
-        await wait_until(pilot, lambda: "not loaded" in stats("instruct"), what="the reason")
-        assert "not on disk" in stats("instruct") and "offline" in stats("instruct")
+    def factory() -> FakeEngine:
+        made.append(FakeEngine())
+        return made[-1]
+
+    app = make_app(lambda: engine, model_ref=BASE.path, services=services, check_online=False)
+    app.engine_factory = factory  # type: ignore[attr-defined]
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_pair_with_missing_sibling(pilot, app)
+        await pilot.press("ctrl+y")
+        pane = screen.pane("instruct")
+        await wait_until(
+            pilot,
+            lambda: "%" in stats(screen, "instruct") and " of 253 MB" in stats(screen, "instruct"),
+            what="download progress in the pane",
+        )
+        assert pane.downloading and stats(screen, "instruct").startswith(
+            "downloading Demo 270M IT…"
+        )
+        assert [t.ref for t in app.downloads.tasks] == ["demo-it"]  # the app's own downloads
+        await wait_until(pilot, lambda: screen.engines is not None, timeout=15, what="loaded")
+        assert not pane.downloading and stats(screen, "instruct") == "ready"
+        assert app.downloads.tasks[0].state == "done"
+        assert [e.loads for e in made] == [[BASE.path], ["/models/demo-270m-it.gguf"]]
+        screen.run_prompt("Hi")
+        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        assert made[1].requests == [("chat", (Message("user", "Hi"),))]
+
+
+async def test_escape_cancels_a_sibling_download() -> None:
+    engine = FakeEngine()
+    services = StaticServices(
+        pairs=[(BASE, MISSING_IT)],
+        local=[BASE],
+        downloads={"demo-it": "/models/demo-270m-it.gguf"},
+        download_s=20.0,
+        steps=200,
+    )
+    app = make_app(lambda: engine, model_ref=BASE.path, services=services, check_online=False)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_pair_with_missing_sibling(pilot, app)
+        await pilot.press("ctrl+y")
+        await wait_until(pilot, lambda: "%" in stats(screen, "instruct"), what="progress")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "download cancelled" in stats(screen, "instruct"))
+        assert app.screen is screen and app.downloads.tasks[0].state == "cancelled"
+
+
+async def test_each_side_has_its_own_model_picker() -> None:
+    other = ModelChoice(
+        ref="/models/my-finetune.gguf",
+        display_name="my-finetune.gguf",
+        kind=None,
+        path="/models/my-finetune.gguf",
+        source="imported",
+    )
+    engine = FakeEngine()
+    services = StaticServices(pairs=[(BASE, INSTRUCT)], local=[BASE, INSTRUCT, other])
+    app = make_app(lambda: engine, model_ref=INSTRUCT.path, services=services, check_online=False)
+    made: list[FakeEngine] = []
+
+    def factory() -> FakeEngine:
+        made.append(FakeEngine())
+        return made[-1]
+
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_screen(
+            pilot, app, CompareScreen(BASE, INSTRUCT, engine_factory=factory)
+        )
+        from localbvi.tui.screens.picker import PickerScreen
+
+        await pilot.press("ctrl+n")  # the instruct side
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="picker")
+        await pilot.pause(0.3)
+        await pilot.press(*"finetune")
+        await pilot.pause(0.2)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is screen, what="back on compare")
+        await wait_until(
+            pilot, lambda: screen.engines is not None and stats(screen, "instruct") == "ready"
+        )
+        assert screen.names == ("Demo 270M", "my-finetune.gguf")
+        assert "instruct · my-finetune.gguf" in title(screen, "instruct")
+        instruct_engine = made[1]
+        assert instruct_engine.loads == [INSTRUCT.path, "/models/my-finetune.gguf"]
+        # The base side is untouched; a model for it comes from its own key.
+        assert made[0].loads == [BASE.path]
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: isinstance(app.screen, PickerScreen), what="picker")
+        await pilot.pause(0.3)
+        await pilot.press(*"Demo 270M IT")
+        await pilot.pause(0.2)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is screen and screen.names[0] == "Demo 270M IT")
+        await wait_until(pilot, lambda: stats(screen, "base") == "ready")
+        assert made[0].loads == [BASE.path, INSTRUCT.path]
+        screen.run_prompt("Hi")
+        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        assert made[0].requests == [("complete", "Hi")]  # the base side is still raw
+        assert made[1].requests == [("chat", (Message("user", "Hi"),))]

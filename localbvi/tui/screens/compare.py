@@ -1,8 +1,12 @@
-"""The compare view: one prompt, the base model raw on the left, the instruct model on the right.
+"""The compare view: one prompt, the base model raw on the left, the instruct model on the right,
+and on demand the base model through in-context examples between them (or instead of raw).
 
-The screen is thin: plans, runs, cancelling and branching are `localbvi.lab.compare`'s. It
-owns two engines (loaded here, closed when it closes) unless a caller hands it loaded ones.
-Tokens stream from the worker into one buffer per side, drained once per frame.
+The screen is thin: plans, runs, cancelling and branching are `localbvi.lab.compare`'s, and
+each side's model is opened by a `ModelHost` (the domain's one way from a REF to an engine).
+It owns its engines (loaded here, closed when it closes) unless a caller hands it loaded ones;
+either side can be changed with the picker, and a model not on disk is downloaded through the
+app's downloads, its progress shown in the pane. Tokens stream from the worker into one
+buffer per side, drained once per frame.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -25,9 +29,12 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Label
 
 from localbvi.engine.base import Engine
+from localbvi.engine.host import ModelHost
 from localbvi.engine.types import DoneEvent, Event, Sampling, TokenEvent
 from localbvi.errors import LocalbviError
+from localbvi.inspector import format_size
 from localbvi.lab.compare import (
+    SIDES,
     CompareResult,
     CompareRun,
     Plan,
@@ -39,21 +46,39 @@ from localbvi.lab.compare import (
     run_side,
 )
 from localbvi.lab.experiments import Experiment, load_experiments
+from localbvi.lab.incontext import incontext_sampling
 from localbvi.sessions import SessionRecord
 from localbvi.tui.session_log import SessionHandle
-from localbvi.tui.state import ModelChoice, load_config
+from localbvi.tui.state import ModelChoice
 from localbvi.tui.streaming import FRAME_S, TokenBuffer
 from localbvi.tui.widgets.compare_pane import ComparePane
 
 if TYPE_CHECKING:
     from localbvi.tui.app import LocalbviApp
+    from localbvi.tui.downloads import DownloadTask
 
 __all__ = ["CompareScreen", "open_compare", "open_saved_compare"]
 
 TOP_PROBS = 5
 """Alternatives kept per token, for the probabilities view (measured cost: see ARCHITECTURE)."""
 
-SIDES: tuple[Side, Side] = ("base", "instruct")
+ModelSide = Literal["base", "instruct"]
+"""A side that holds a model (the in-context side runs on the base side's)."""
+PAIR: tuple[ModelSide, ModelSide] = ("base", "instruct")
+Columns = Literal["two", "three", "instead"]
+"""Raw base | instruct; raw base | base in context | instruct; base in context | instruct."""
+LAYOUTS: tuple[Columns, ...] = ("two", "three", "instead")
+LAYOUT_NOTES: dict[Columns, str] = {
+    "two": "Two columns: raw base | instruct",
+    "three": "Three columns: raw base | base + in-context examples | instruct",
+    "instead": "Base + in-context examples in place of raw base | instruct",
+}
+SIDE_WORDS: dict[Side, str] = {"base": "base", "incontext": "in context", "instruct": "instruct"}
+
+
+def model_side(side: Side) -> ModelSide:
+    """Whose model a side runs on."""
+    return "instruct" if side == "instruct" else "base"
 
 
 @dataclass
@@ -66,16 +91,19 @@ class SideDone(TextualMessage):
 
 @dataclass
 class RunFinished(TextualMessage):
-    """A comparison or a single-side run (branch, edited X-ray) ended."""
+    """A comparison (`compare`) or a single-side run (branch, edited X-ray) ended."""
 
     runs: dict[Side, SideRun]
+    compare: bool = False
 
 
 @dataclass
-class EnginesReady(TextualMessage):
-    """Both models are loaded (or `error` says why not)."""
+class SideLoaded(TextualMessage):
+    """One side's model is loaded (or `error` says why not); `generation` drops stale loads."""
 
-    engines: tuple[Engine, Engine] | None
+    side: ModelSide
+    engine: Engine | None
+    generation: int
     error: str = ""
 
 
@@ -104,6 +132,37 @@ class CompareScreen(Screen[None]):
             tooltip="Base model through the instruct template, instruct model raw (and back)",
         ),
         Binding(
+            "ctrl+g",
+            "incontext",
+            "In-context",
+            id="compare.incontext",
+            tooltip="Add the base model answering through in-context examples as a third "
+            "column, then in place of raw base, then back to two columns",
+        ),
+        Binding("f10", "xray('incontext')", "X-ray in-context", id="compare.xray_incontext"),
+        Binding("f12", "probs('incontext')", "Probs in-context", id="compare.probs_incontext"),
+        Binding(
+            "ctrl+o",
+            "pick('base')",
+            "Base side model",
+            id="compare.pick_base",
+            tooltip="Pick any model for the left (base) side; one not on disk is downloaded",
+        ),
+        Binding(
+            "ctrl+n",
+            "pick('instruct')",
+            "Instruct side model",
+            id="compare.pick_instruct",
+            tooltip="Pick any model for the right (instruct) side; one not on disk is downloaded",
+        ),
+        Binding(
+            "ctrl+y",
+            "download_missing",
+            "Download missing",
+            id="compare.download",
+            tooltip="Download the side's model that is not on disk (progress in its pane)",
+        ),
+        Binding(
             "f9",
             "shift",
             "Token shift",
@@ -123,19 +182,28 @@ class CompareScreen(Screen[None]):
         engine_factory: Callable[[], Engine] | None = None,
         names: tuple[str, str] | None = None,
         saved: SessionRecord | None = None,
+        columns: Columns = "two",
     ) -> None:
         """`saved`: a compare session to show again (its last run) and add new runs to."""
         super().__init__()
         self.saved = saved
         self.session: SessionHandle | None = None
-        self.choices = (base, instruct)
-        self.engines = engines
-        self.owned = engines is None
+        self.choices: dict[ModelSide, ModelChoice | None] = {"base": base, "instruct": instruct}
+        self._engines: dict[ModelSide, Engine | None] = {
+            "base": engines[0] if engines else None,
+            "instruct": engines[1] if engines else None,
+        }
+        self._hosts: dict[ModelSide, ModelHost] = {}
+        """The hosts of the engines this screen made (closed with it); handed-in ones are not."""
+        self._generation: dict[ModelSide, int] = dict.fromkeys(PAIR, 0)
+        self.downloads: dict[ModelSide, DownloadTask] = {}
+        self._download_timer: Timer | None = None
         self.engine_factory = engine_factory
         self.names = names or (
             base.display_name if base else "base model",
             instruct.display_name if instruct else "instruct model",
         )
+        self.columns: Columns = columns
         self.swapped = False
         self.experiment: Experiment | None = None
         self.prompt = ""
@@ -151,16 +219,24 @@ class CompareScreen(Screen[None]):
     def lapp(self) -> LocalbviApp:
         return cast("LocalbviApp", self.app)
 
+    @property
+    def engines(self) -> tuple[Engine, Engine] | None:
+        """(base, instruct) once both sides have a model; None while either is missing."""
+        base, instruct = self._engines["base"], self._engines["instruct"]
+        return (base, instruct) if base is not None and instruct is not None else None
+
     # -- layout -----------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Label(
             "Compare: the base model continues your text, the instruct model answers it. "
-            "Type a prompt and press enter, or ctrl+t for an experiment.",
+            "Type a prompt and press enter, or ctrl+t for an experiment; ctrl+g adds the base "
+            "model answering through in-context examples.",
             id="compare-lesson",
         )
         with Horizontal(id="compare-panes"):
             yield ComparePane("base", id="pane-base")
+            yield ComparePane("incontext", id="pane-incontext")
             yield ComparePane("instruct", id="pane-instruct")
         yield Input(placeholder="A prompt for both models (enter runs it)", id="compare-prompt")
         yield Footer()
@@ -168,18 +244,57 @@ class CompareScreen(Screen[None]):
     def pane(self, side: Side) -> ComparePane:
         return self.query_one(f"#pane-{side}", ComparePane)
 
+    def visible_sides(self) -> tuple[Side, ...]:
+        """The panes the layout shows, left to right."""
+        if self.columns == "two":
+            return ("base", "instruct")
+        if self.columns == "three":
+            return SIDES
+        return ("incontext", "instruct")
+
+    def _show_layout(self) -> None:
+        shown = self.visible_sides()
+        for side in SIDES:
+            self.pane(side).display = side in shown
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The in-context keys show only with the in-context column; download only when a
+        side's model is missing."""
+        if action in ("xray", "probs") and parameters == ("incontext",):
+            return self.columns != "two"
+        if action == "download_missing":
+            return any(self._missing(side) for side in PAIR)
+        return True
+
+    def _stats(self, side: Side, text: str) -> None:
+        self.pane(side).query_one(".pane-stats", Label).update(text)
+
+    def _model_stats(self, side: ModelSide, text: str) -> None:
+        """A model's state, on its side and (base) on the in-context side that shares it."""
+        self._stats(side, text)
+        if side == "base":
+            self._stats("incontext", text)
+
+    def _title(self, side: Side, request: SideRequest | None = None) -> str:
+        name = self.names[0] if model_side(side) == "base" else self.names[1]
+        label = f" · {request.label}" if request is not None else ""
+        if side == "incontext" and request is None:
+            label = " · base + in-context examples"
+        return f"{SIDE_WORDS[side]} · {name}{label}"
+
     def on_mount(self) -> None:
-        for side, name in zip(SIDES, self.names, strict=True):
-            title = f"{side} · {name}"
-            self.pane(side).start(title)
-            self.pane(side).query_one(".pane-stats", Label).update(
-                "loading…" if self.engines is None else "ready"
-            )
+        for side in SIDES:
+            self.pane(side).start(self._title(side))
+        for side in PAIR:
+            self._model_stats(side, "ready" if self._engines[side] is not None else "loading…")
+        self._show_layout()
         self.query_one(Input).focus()
         if self.saved is not None:
             self._show_saved(self.saved)
-        if self.engines is None:
-            self._load()
+        for side in PAIR:
+            if self._engines[side] is None:
+                self._open_side(side)
 
     def _show_saved(self, record: SessionRecord) -> None:
         """The last run of a saved comparison, as it was; new runs go to the same session."""
@@ -192,6 +307,9 @@ class CompareScreen(Screen[None]):
         prompt = last.get("user", "")
         self.prompt = prompt
         self.query_one(Input).value = prompt
+        if "incontext" in last:
+            self.columns = "three" if "base" in last else "instead"
+            self._show_layout()
         for side in SIDES:
             self.pane(side).append(last.get(side, ""))
         self.session = SessionHandle(
@@ -200,61 +318,180 @@ class CompareScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         self._cancel_all()
-        if self.owned and self.engines is not None:
-            for engine in self.engines:
-                with contextlib.suppress(LocalbviError):
-                    engine.close()
+        if self._download_timer is not None:
+            self._download_timer.stop()
+        for host in self._hosts.values():
+            with contextlib.suppress(LocalbviError):
+                host.close()
 
-    # -- loading ----------------------------------------------------------------------------
+    # -- loading, picking and downloading models --------------------------------------------
 
-    @work(thread=True, exclusive=True, group="compare-load", exit_on_error=False)
-    def _load(self) -> None:
+    def _missing(self, side: ModelSide) -> bool:
+        """The side's model is not on disk (and not being downloaded or loaded)."""
+        choice = self.choices[side]
+        return (
+            self._engines[side] is None
+            and choice is not None
+            and not choice.downloaded
+            and not choice.remote
+            and choice.source != "demo"  # the demo file is assembled by its catalog ref
+            and side not in self.downloads
+        )
+
+    def _open_side(self, side: ModelSide) -> None:
+        """Load the side's chosen model, or say what is missing and how to get it."""
+        choice = self.choices[side]
+        if choice is None:
+            key = "ctrl+o" if side == "base" else "ctrl+n"
+            self._model_stats(side, f"no model: {key} picks one")
+            return
+        if self._missing(side):
+            size = f" ({format_size(choice.size)})" if choice.size else ""
+            offline = " and localbvi is offline" if self.lapp.online is False else ""
+            self._model_stats(
+                side,
+                f"not loaded: {choice.display_name} is not on disk{offline}: ctrl+y "
+                f"downloads it{size}, or pick another model "
+                f"({'ctrl+o' if side == 'base' else 'ctrl+n'})",
+            )
+            self.refresh_bindings()
+            return
+        self._generation[side] += 1
+        self._model_stats(side, f"loading {choice.display_name}…")
+        self._load_side(side, choice, self._generation[side])
+
+    def _host(self, side: ModelSide) -> ModelHost:
+        host = self._hosts.get(side)
+        if host is None:
+            app = self.lapp
+            factory = self.engine_factory or _engine_factory(app)
+            host = ModelHost(factory(), settings=app.settings, resolve=app.services.resolve)
+            self._hosts[side] = host
+        return host
+
+    @work(thread=True, group="compare-load", exit_on_error=False)
+    def _load_side(self, side: ModelSide, choice: ModelChoice, generation: int) -> None:
         app = self.lapp
-        factory = self.engine_factory or _engine_factory(app)
-        loaded: list[Engine] = []
+        ref = (
+            choice.ref if choice.source == "demo" or choice.remote else (choice.path or choice.ref)
+        )
         try:
-            for choice in self.choices:
-                if choice is None:
-                    raise LocalbviError("pick two models to compare (ctrl+o loads one)")
-                resolved = app.services.resolve(
-                    choice.path or choice.ref,
-                    download=False,
-                    on_progress=lambda p: None,
-                    cancel=threading.Event(),
-                )
-                engine = factory()
-                loaded.append(engine)
-                config = load_config(app.settings, resolved.chat_template or choice.chat_template)
-                engine.load(resolved.path, config)
+            host = self._host(side)
+            config = app.settings.to_load_config()
+            if choice.chat_template:
+                config = replace(config, chat_template=choice.chat_template)
+            opened = host.open(ref, config, download=False)
         except Exception as exc:
-            for engine in loaded:
-                engine.close()
             error = str(exc) if isinstance(exc, LocalbviError) else f"internal error: {exc}"
-            self.post_message(EnginesReady(None, error))
+            self.post_message(SideLoaded(side, None, generation, error))
             return
-        self.post_message(EnginesReady((loaded[0], loaded[1])))
+        self.post_message(SideLoaded(side, opened.engine, generation))
 
-    @on(EnginesReady)
-    def _engines_ready(self, message: EnginesReady) -> None:
-        if message.engines is None:
-            # The reason stays in the panes: a notification alone is gone before it is read.
-            for side in SIDES:
-                self.pane(side).query_one(".pane-stats", Label).update(
-                    f"not loaded: {message.error}"
-                )
-            self.notify(message.error, title="Could not open the comparison", severity="error")
+    @on(SideLoaded)
+    def _side_loaded(self, message: SideLoaded) -> None:
+        side = message.side
+        if message.generation != self._generation[side]:
+            return  # an older pick finished after a newer one started
+        if message.engine is None:
+            # The reason stays in the pane: a notification alone is gone before it is read.
+            self._engines[side] = None
+            self._model_stats(side, f"not loaded: {message.error}")
+            self.notify(message.error, title=f"Could not load the {side} model", severity="error")
             return
-        self.engines = message.engines
-        for side in SIDES:
-            self.pane(side).query_one(".pane-stats", Label).update("ready")
-        if self.prompt:
+        self._engines[side] = message.engine
+        self._model_stats(side, "ready")
+        for pane_side in SIDES:
+            self.pane(pane_side).query_one(".pane-title", Label).update(self._title(pane_side))
+        self.refresh_bindings()
+        if self.engines is not None and self.prompt and not self.running:
             self._start_compare()
+
+    def action_pick(self, side: ModelSide) -> None:
+        """Any model for one side, from the picker (a model not on disk downloads first)."""
+        from localbvi.tui.screens.picker import PickerScreen
+
+        if self.running:
+            self.notify("The models are still writing: escape stops them", severity="warning")
+            return
+
+        def picked(choice: ModelChoice | None) -> None:
+            if choice is not None:
+                self.use_model(side, choice)
+
+        self.app.push_screen(PickerScreen(), picked)
+
+    def use_model(self, side: ModelSide, choice: ModelChoice) -> None:
+        """Put `choice` on `side`: loaded now, or downloaded with progress and then loaded."""
+        self.choices[side] = choice
+        names = list(self.names)
+        names[0 if side == "base" else 1] = choice.display_name
+        self.names = (names[0], names[1])
+        for pane_side in SIDES:
+            if model_side(pane_side) == side:
+                self.pane(pane_side).start(self._title(pane_side))
+        self._engines[side] = None  # the side waits for its new model
+        if self._missing(side):
+            self.download(side)
+        else:
+            self._open_side(side)
+
+    def action_download_missing(self) -> None:
+        for side in PAIR:
+            if self._missing(side):
+                self.download(side)
+
+    def download(self, side: ModelSide) -> None:
+        """Download the side's model through the app's downloads (also listed in Downloads)."""
+        choice = self.choices[side]
+        if choice is None:
+            return
+        if self.lapp.online is False:
+            self.notify(
+                f"{choice.display_name} is not on disk and localbvi is offline",
+                severity="warning",
+            )
+        self.downloads[side] = self.lapp.start_download(choice)
+        self._model_stats(side, f"downloading {choice.display_name}…")
+        self.pane(side).download_progress(None)
+        if self._download_timer is None:
+            self._download_timer = self.set_interval(0.1, self._watch_downloads)
+        self.refresh_bindings()
+
+    def _watch_downloads(self) -> None:
+        """Progress into the panes; a finished download loads its side."""
+        for side, task in list(self.downloads.items()):
+            choice = self.choices[side]
+            name = choice.display_name if choice else task.display_name
+            if task.state == "downloading":
+                progress = task.progress
+                amount = (
+                    f" {format_size(progress.done)} of {format_size(progress.total)}"
+                    if progress is not None and progress.total
+                    else ""
+                )
+                percent = f" {task.fraction:.0%}" if task.fraction is not None else ""
+                self._model_stats(side, f"downloading {name}…{percent}{amount} · escape cancels")
+                self.pane(side).download_progress(task.fraction)
+                continue
+            del self.downloads[side]
+            self.pane(side).download_progress(None, done=True)
+            if task.state == "done" and choice is not None:
+                self.choices[side] = replace(choice, path=task.path)
+                self._open_side(side)
+            else:
+                word = "cancelled" if task.state == "cancelled" else "failed"
+                self._model_stats(side, f"not loaded: download {word}: {task.error}")
+            self.refresh_bindings()
+        if not self.downloads and self._download_timer is not None:
+            self._download_timer.stop()
+            self._download_timer = None
 
     # -- running ----------------------------------------------------------------------------
 
     def engine(self, side: Side) -> Engine:
-        assert self.engines is not None
-        return self.engines[0] if side == "base" else self.engines[1]
+        engine = self._engines[model_side(side)]
+        assert engine is not None
+        return engine
 
     def current_plan(self) -> Plan:
         """What the next run sends: the prompt (or experiment) in the current modes."""
@@ -267,6 +504,8 @@ class CompareScreen(Screen[None]):
             "base_mode": "chat" if self.swapped else "raw",
             "instruct_mode": "raw" if self.swapped else "chat",
             "base_template": swap_template,
+            "incontext": self.columns != "two",
+            "run_base": self.columns != "instead",
         }
         e = self.experiment
         if e is not None and e.prompt == self.prompt:
@@ -280,7 +519,7 @@ class CompareScreen(Screen[None]):
         return sampling
 
     def run_prompt(self, prompt: str) -> None:
-        """Run `prompt` on both sides (used by the input line and by tests)."""
+        """Run `prompt` on every shown side (used by the input line and by tests)."""
         self.prompt = prompt
         self.query_one(Input).value = prompt
         if self.engines is None:
@@ -288,21 +527,21 @@ class CompareScreen(Screen[None]):
             return
         self._start_compare()
 
-    def _title(self, side: Side, request: SideRequest) -> str:
-        name = self.names[0] if side == "base" else self.names[1]
-        return f"{side} · {name} · {request.label}"
-
     def _start_compare(self) -> None:
         if self.running:
-            self.notify("Both models are still writing: escape stops them", severity="warning")
+            self.notify("The models are still writing: escape stops them", severity="warning")
             return
         if not self.prompt.strip():
             self.notify("Type a prompt first", severity="warning")
             return
         the_plan = self.current_plan()
         self.last_plan = the_plan
-        self.pane("base").start(self._title("base", the_plan.base))
-        self.pane("instruct").waiting(self._title("instruct", the_plan.instruct))
+        for i, side in enumerate(the_plan.sides):
+            title = self._title(side, the_plan.for_side(side))
+            if i == 0:
+                self.pane(side).start(title)
+            else:
+                self.pane(side).waiting(title)
         base, instruct = self.engine("base"), self.engine("instruct")
         self._compare = CompareRun(base, instruct, the_plan, self.sampling(), on_event=self._event)
         self._begin()
@@ -315,7 +554,7 @@ class CompareScreen(Screen[None]):
         self._timer = self.set_interval(FRAME_S, self._flush)
 
     def _event(self, side: Side, event: Event) -> None:
-        """Called in the worker thread for every event of either side."""
+        """Called in the worker thread for every event of any side."""
         if isinstance(event, TokenEvent):
             self._buffers[side].push(event.text)
         else:
@@ -324,7 +563,7 @@ class CompareScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="compare-run", exit_on_error=False)
     def _run_compare(self, run: CompareRun) -> None:
         result: CompareResult = run.run()
-        self.post_message(RunFinished({"base": result.base, "instruct": result.instruct}))
+        self.post_message(RunFinished(dict(result.runs), compare=True))
 
     @work(thread=True, exclusive=True, group="compare-run", exit_on_error=False)
     def _run_one(self, side: Side, job: Callable[[], SideRun]) -> None:
@@ -340,9 +579,11 @@ class CompareScreen(Screen[None]):
     def _side_done(self, message: SideDone) -> None:
         self._flush()
         self.pane(message.side).finish(message.done)
-        other: Side = "instruct" if message.side == "base" else "base"
-        if message.side == "base" and self._compare is not None and not self._cancel.is_set():
-            self.pane(other).query_one(".pane-stats", Label).update("running…")
+        sides = self.last_plan.sides if self.last_plan is not None else ()
+        if message.side in sides and self._compare is not None and not self._cancel.is_set():
+            after = sides[sides.index(message.side) + 1 :]
+            if after and not self._compare.concurrent:
+                self._stats(after[0], "running…")
         if message.done.error:
             self.notify(message.done.error, title=f"{message.side} side", severity="error")
 
@@ -355,24 +596,24 @@ class CompareScreen(Screen[None]):
         self.runs.update(message.runs)
         self._compare = None
         self.running = False
-        if set(message.runs) == set(SIDES):
+        if message.compare:
             self._save_run(message.runs)
 
     def _save_run(self, runs: dict[Side, SideRun]) -> None:
-        """A comparison is saved as the prompt ("user") and both replies ("base", "instruct")."""
+        """A comparison is saved as the prompt ("user") and each side's reply under its side's
+        name ("base", "incontext", "instruct")."""
         log = self.lapp.sessions
         if self.session is None:
-            base, instruct = self.choices
             meta: dict[str, object] = {
                 side: {"ref": c.ref, "path": c.path, "name": c.display_name, "kind": c.kind}
-                for side, c in zip(SIDES, (base, instruct), strict=True)
+                for side, c in self.choices.items()
                 if c is not None
             }
+            base = self.choices["base"]
             model = (base.path or base.ref) if base else self.names[0]
             self.session = log.start("compare", model, "compare", meta=meta)
         log.add_message(self.session, "user", self.prompt)
-        for side in SIDES:
-            run = runs[side]
+        for side, run in runs.items():
             done = run.done or DoneEvent(finish_reason="cancelled")
             log.add_reply(self.session, run.text, done, role=side)
 
@@ -380,9 +621,10 @@ class CompareScreen(Screen[None]):
         self._cancel.set()
         if self._compare is not None:
             self._compare.cancel()
-        elif self.engines is not None:
-            for engine in self.engines:
-                engine.cancel()
+        else:
+            for engine in self._engines.values():
+                if engine is not None:
+                    engine.cancel()
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -392,11 +634,23 @@ class CompareScreen(Screen[None]):
             self.run_prompt(event.value)
 
     def action_stop_or_close(self) -> None:
-        """Escape stops both sides; pressed again (or when idle) it closes the view."""
+        """Escape stops every side (or a download of a side's model); pressed again (or when
+        idle) it closes the view."""
         if self.running:
             self._cancel_all()
+        elif self.downloads:
+            for task in self.downloads.values():
+                self.lapp.cancel_download(task)
         else:
             self.dismiss(None)
+
+    def action_incontext(self) -> None:
+        """Two columns → three (base in context between) → in context instead of raw base."""
+        self.columns = LAYOUTS[(LAYOUTS.index(self.columns) + 1) % len(LAYOUTS)]
+        self._show_layout()
+        self.notify(LAYOUT_NOTES[self.columns])
+        if self.prompt and not self.running and self.engines is not None:
+            self._start_compare()
 
     def action_rerun(self) -> None:
         if self.running or not self.prompt or self.engines is None:
@@ -447,6 +701,11 @@ class CompareScreen(Screen[None]):
         from localbvi.tui.screens.xray import XrayScreen
 
         the_plan = self.last_plan or self.current_plan()
+        if side not in the_plan.sides:
+            the_plan = self.current_plan()
+        if side not in the_plan.sides:
+            self.notify("This side is not shown: ctrl+g shows the in-context column")
+            return
         request = the_plan.for_side(side)
         if not request.text and not any(m.content for m in request.messages):
             self.notify("Type a prompt first: the X-ray shows what it becomes")
@@ -467,6 +726,8 @@ class CompareScreen(Screen[None]):
         request = SideRequest(side, "raw", text=text)
         self.pane(side).start(f"{self._title(side, request)} (edited X-ray)")
         engine, sampling = self.engine(side), self.sampling()
+        if side == "incontext":
+            sampling = incontext_sampling(sampling)  # still stops at the next `# Query`
         self._begin()
         cancel = self._cancel
         self._run_one(
@@ -545,7 +806,7 @@ def _engine_factory(app: LocalbviApp) -> Callable[[], Engine]:
 def open_saved_compare(app: LocalbviApp, record: SessionRecord) -> None:
     """Reopen a saved comparison: its last run shown, its two models loaded again."""
     choices: list[ModelChoice | None] = []
-    for side in SIDES:
+    for side in PAIR:
         entry = record.meta.get(side)
         if not isinstance(entry, dict):
             choices.append(None)
@@ -555,7 +816,7 @@ def open_saved_compare(app: LocalbviApp, record: SessionRecord) -> None:
             ModelChoice(
                 ref=str(entry.get("ref") or ""),
                 display_name=str(entry.get("name") or side),
-                kind=kind if kind in SIDES else None,
+                kind=kind if kind in PAIR else None,
                 path=entry.get("path") or None,
             )
         )

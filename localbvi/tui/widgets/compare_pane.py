@@ -1,11 +1,12 @@
-"""One side of the compare view: which model in which mode, its streamed text, its stats."""
+"""One side of the compare view: which model in which mode, its streamed text, its stats, and
+the progress of its model's download when the model is not on disk yet."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Label, Static
+from textual.widgets import Label, ProgressBar, Static
 
 from localbvi.engine.types import DoneEvent
 from localbvi.lab.compare import side_stats
@@ -28,6 +29,9 @@ class ComparePane(Vertical):
         padding: 0 1;
     }
     ComparePane.-instruct { border: round $accent; }
+    ComparePane.-incontext { border: round $success; }
+    ComparePane .pane-download { display: none; width: 1fr; }
+    ComparePane.-downloading .pane-download { display: block; }
     ComparePane .pane-title { text-style: bold; width: 1fr; }
     ComparePane .pane-body { height: 1fr; }
     ComparePane .pane-stats { color: $text-muted; width: 1fr; }
@@ -44,6 +48,7 @@ class ComparePane(Vertical):
         yield Label(self.side, classes="pane-title")
         with VerticalScroll(classes="pane-body"):
             yield Static("", classes="pane-text")
+        yield ProgressBar(classes="pane-download", show_eta=False)
         yield Label("", classes="pane-stats")
 
     def start(self, title: str, *, prefix: str = "", branch_token: str = "") -> None:
@@ -76,6 +81,19 @@ class ComparePane(Vertical):
         """Show why it stopped, how many tokens and how fast."""
         self.set_class(done.finish_reason == "error", "-error")
         self.query_one(".pane-stats", Label).update(side_stats(done))
+
+    def download_progress(self, fraction: float | None, *, done: bool = False) -> None:
+        """Show the model download's bar (None: size not known yet); `done` hides it."""
+        self.set_class(not done, "-downloading")
+        bar = self.query_one(".pane-download", ProgressBar)
+        if fraction is None:
+            bar.update(total=None)
+        else:
+            bar.update(total=100, progress=fraction * 100)
+
+    @property
+    def downloading(self) -> bool:
+        return self.has_class("-downloading")
 
     @property
     def stats(self) -> str:
