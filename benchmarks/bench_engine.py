@@ -10,18 +10,25 @@ Prints, for the Gemma 3 270M Q4_K_M model with the same threads in one run:
 - CPU extra buffers (issue 9, llama.cpp's AMX crash): decode after the automatic fallback vs
   bare llama-cpp-python loaded with `use_extra_bufts = False` (target ≥ 0.97); what a load costs
   on a new machine (warm-up), on a new machine whose first decode crashes (crash + reload) and
-  with a remembered decision; bare decode with extra buffers on vs off on this CPU.
+  with a remembered decision; bare decode with extra buffers on vs off on this CPU;
+- alignment lab (issue 10): `LocalEngine.score` of an answer vs a plain prompt evaluation of
+  the same tokens (target <= 1.5x) and the extra memory it takes in the child (target
+  <= 64 MiB); time to first token of the in-context mode in a new process with the prefix
+  cache filled by an earlier process vs the first run (target <= 0.2x).
 
-Usage: python benchmarks/bench_engine.py [--reps N] [--tokens N] [--threads N] [--cpu-buffers]
-(`--cpu-buffers` runs only the last part.)
+Usage: python benchmarks/bench_engine.py [--reps N] [--tokens N] [--threads N]
+       [--cpu-buffers | --lab]
+(`--cpu-buffers` and `--lab` run only that part.)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,11 +77,19 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cpu-buffers", action="store_true", help="only the extra-buffer part")
+    parser.add_argument("--lab", action="store_true", help="only the alignment-lab part")
+    parser.add_argument("--incontext-child", metavar="CACHE", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     base = _build_base(MODELS_DIR / "gemma-3-270m-pt-Q4_K_M.gguf")
+    if args.incontext_child:
+        incontext_child(base, args.incontext_child, args.threads)
+        return
     if args.cpu_buffers:
         bench_cpu_buffers(base, args.reps, args.tokens, args.threads)
+        return
+    if args.lab:
+        bench_lab(base, args.reps, args.tokens, args.threads)
         return
     instruct = _build_instruct(base, MODELS_DIR / "gemma-3-270m-instruct-shaped-Q4_K_M.gguf")
     config = LoadConfig(n_ctx=2048, n_threads=args.threads, n_gpu_layers=0)
@@ -181,6 +196,7 @@ def main() -> None:
         f"| {slow / med(times):.0f}x faster (target < 50 ms)"
     )
     bench_cpu_buffers(base, args.reps, args.tokens, args.threads)
+    bench_lab(base, args.reps, args.tokens, args.threads)
 
 
 @contextlib.contextmanager
@@ -275,6 +291,128 @@ def bench_cpu_buffers(base: Path, reps: int, tokens: int, threads: int) -> None:
         f"  bare decode on this CPU: extra buffers on {med(bare_on):.1f} tok/s | off "
         f"{med(bare_off):.1f} tok/s | off/on {med(bare_off) / med(bare_on):.3f}"
     )
+
+
+# -- alignment lab (issue 10) -------------------------------------------------------------------
+
+QUESTION = "Explain in a few sentences why the sky is blue during the day and red at sunset."
+
+
+def _child_memory(engine: LocalEngine) -> tuple[int, int]:
+    """(current, peak) resident memory of the llama.cpp child in bytes (Linux /proc)."""
+    values = {"VmRSS": 0, "VmHWM": 0}
+    with open(f"/proc/{engine.pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] = int(rest.split()[0]) * 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def bench_lab(base: Path, reps: int, tokens: int, threads: int) -> None:
+    """Scoring vs plain prompt evaluation (time, memory), and the prefix cache across
+    processes."""
+    from localbvi.lab.incontext import frame_query
+
+    med = statistics.median
+    config = LoadConfig(n_ctx=2048, n_threads=threads, n_gpu_layers=0)
+    with tempfile.TemporaryDirectory() as cache, _env(LOCALBVI_CACHE_DIR=cache):
+        engine = LocalEngine()
+        engine.load(base, config)
+        prompt = [t.id for t in engine.tokenize(frame_query(QUESTION))]
+        answer: list[int] = []
+        for event in engine.complete(prompt, Sampling(temperature=0.0, max_tokens=tokens)):
+            if not isinstance(event, DoneEvent) and event.id >= 0:
+                answer.append(event.id)
+        whole = prompt + answer
+        plain_s: list[float] = []
+        score_s: list[float] = []
+        one = Sampling(temperature=0.0, max_tokens=1)
+
+        def plain() -> float:
+            # A fresh context each time: score() clears the KV cache when it ends, and the
+            # plain run follows a score() (so llama.cpp cannot reuse a cached prefix).
+            t = time.perf_counter()
+            done: DoneEvent | None = None
+            for event in engine.complete(whole, one):
+                if isinstance(event, DoneEvent):
+                    done = event
+            assert done is not None and not done.error, done
+            return time.perf_counter() - t
+
+        def scored() -> float:
+            t = time.perf_counter()
+            result = engine.score(prompt, answer, 10, [answer[:5]] * len(answer))
+            assert len(result) == len(answer)
+            return time.perf_counter() - t
+
+        for _ in range(2):  # peak memory of plain evaluations alone first
+            for _event in engine.complete("Hello", one):
+                pass  # another prefix: the next plain run evaluates every token again
+            plain()
+        _, peak_plain = _child_memory(engine)
+        scored()
+        for _ in range(reps):
+            score_s.append(scored())
+            plain_s.append(plain())
+        _, peak_score = _child_memory(engine)
+        engine.close()
+    ratio = med(score_s) / med(plain_s)
+    print(
+        f"lab: score {len(answer)} answer tokens after a {len(prompt)}-token prompt: "
+        f"{med(score_s) * 1000:.0f} ms | plain prompt evaluation of the same {len(whole)} "
+        f"tokens (+1 decode) {med(plain_s) * 1000:.0f} ms | ratio {ratio:.2f} (target <= 1.5)"
+    )
+    print(
+        f"  child peak memory: after plain evaluations {peak_plain / 2**20:.0f} MiB | after "
+        f"scoring {peak_score / 2**20:.0f} MiB | extra "
+        f"{(peak_score - peak_plain) / 2**20:.0f} MiB (target <= 64)"
+    )
+
+    with tempfile.TemporaryDirectory() as cache:
+        runs = []
+        for _ in range(2):  # the first run builds the prefix state, the second restores it
+            out = subprocess.run(
+                [sys.executable, __file__, "--incontext-child", cache, "--threads", str(threads)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    print(
+        f"  in-context ttft in a new process: first {first['ttft_s']:.2f} s (prefix "
+        f"{first['how']}, {first['prefix_tokens']} tokens, prime {first['prime_s']:.2f} s) | "
+        f"second {second['ttft_s']:.2f} s (prefix {second['how']}, prime "
+        f"{second['prime_s']:.2f} s) | ratio {second['ttft_s'] / first['ttft_s']:.2f} "
+        "(target <= 0.2)"
+    )
+
+
+def incontext_child(base: Path, cache: str, threads: int) -> None:
+    """One in-context question in this process; prints JSON with its time to first token
+    (from the request, prime included, to the first token)."""
+    os.environ["LOCALBVI_CACHE_DIR"] = cache
+    from localbvi.lab.incontext import (
+        build_prompt,
+        bundled_incontext,
+        incontext_sampling,
+        preamble_text,
+    )
+
+    with LocalEngine() as engine:
+        engine.load(base, LoadConfig(n_ctx=4096, n_threads=threads, n_gpu_layers=0))
+        incontext = bundled_incontext()
+        messages = [Message("user", "What is the boiling point of water at sea level?")]
+        t = time.perf_counter()
+        n, how = engine.prime(preamble_text(incontext, messages))
+        primed = time.perf_counter() - t
+        sampling = incontext_sampling(Sampling(temperature=0.0, max_tokens=4))
+        first: float | None = None
+        for _event in engine.complete(build_prompt(incontext, messages), sampling):
+            if first is None:
+                first = time.perf_counter() - t
+    print(json.dumps({"ttft_s": first, "prime_s": primed, "how": how, "prefix_tokens": n}))
 
 
 if __name__ == "__main__":

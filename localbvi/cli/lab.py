@@ -30,6 +30,7 @@ from localbvi.lab.compare import (
     side_stats,
 )
 from localbvi.lab.experiments import Experiment, ExperimentError, load_experiments
+from localbvi.lab.report import COLUMNS, render_json, render_markdown, run_report
 
 __all__ = ["register"]
 
@@ -108,11 +109,25 @@ def register(sub: Any) -> None:
     lp.set_defaults(handler=_list)
     rp = esub.add_parser(
         "run",
-        help="run one experiment on a base/instruct pair",
+        help="run one experiment on a base/instruct pair, or all of them as one table",
         description="Run an experiment: the base side continues its prompt raw, the instruct "
-        "side answers it through its chat template.",
+        "side answers it through its chat template. With --all: every experiment on three "
+        "columns (base raw, base through in-context examples, instruct) as one table, each "
+        "cell the output with its tokens and tok/s, the instruct cell with its token shift.",
     )
-    rp.add_argument("name", metavar="ID", help="the experiment's id (see `localbvi experiments`)")
+    rp.add_argument(
+        "name", metavar="ID", nargs="?", help="the experiment's id (see `localbvi experiments`)"
+    )
+    rp.add_argument(
+        "--all", action="store_true", help="run every experiment and write one report table"
+    )
+    rp.add_argument(
+        "--format",
+        choices=("md", "json"),
+        default=None,
+        help="with --all: the report as a Markdown table (default) or one JSON object",
+    )
+    rp.add_argument("-o", "--output", metavar="FILE", help="with --all: write the report to FILE")
     _add_pair_flags(rp)
     rp.set_defaults(handler=_run_experiment)
 
@@ -151,12 +166,18 @@ def _experiment_sampling(args: argparse.Namespace, experiment: Experiment) -> Sa
         if key == "stop":
             if not args.stop:
                 values["stop"] = tuple(value)
-        elif getattr(args, key) == getattr(_DEFAULTS, key):
-            values[key] = value
+        elif getattr(args, key, None) in (None, getattr(_DEFAULTS, key)):
+            values[key] = value  # the flag was left out
     return replace(sampling, **values)
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
+    if args.all:
+        return _run_all(args)
+    if args.name is None:
+        raise UsageError("name an experiment to run (see `localbvi experiments`), or give --all")
+    if args.format or args.output:
+        raise UsageError("--format and --output belong to --all (the report of every experiment)")
     experiments = load_experiments()  # a broken experiments file: exit 1, naming it
     try:
         experiment = experiments.get(args.name)
@@ -173,6 +194,76 @@ def _run_experiment(args: argparse.Namespace) -> int:
         instruct_mode=args.instruct_mode,
     )
     return _run(args, the_plan, _experiment_sampling(args, experiment))
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    """Every experiment on base raw, base in context and instruct: one table."""
+    if args.name is not None:
+        raise UsageError(f"give an experiment ID or --all, not both (got {args.name!r})")
+    for flag, value, default in (
+        ("--base-mode", args.base_mode, "raw"),
+        ("--instruct-mode", args.instruct_mode, "chat"),
+        ("--concurrent", args.concurrent, False),
+        ("--top-k-probs", getattr(args, "top_probs", None) or 0, 0),
+    ):
+        if value != default:
+            raise UsageError(f"{flag} does not apply to --all (its three columns are fixed)")
+    _require_models(args)
+    fmt = "json" if args.json else (args.format or "md")
+    experiments = list(load_experiments())
+    base_ref, instruct_ref = pair_refs(args.base, args.instruct)
+    config = load_config_from(args)
+    opened: list[OpenedModel] = []
+    try:
+        base = open_model(base_ref, config, on_progress=progress_printer())
+        opened.append(base)
+        if instruct_ref == base_ref:
+            instruct = base
+        else:
+            instruct = open_model(instruct_ref, config, on_progress=progress_printer())
+            opened.append(instruct)
+        cancelled = threading.Event()
+        try:
+            result = run_report(
+                base.engine,
+                instruct.engine,
+                experiments,
+                lambda e: _experiment_sampling(args, e),
+                names=(base.display_name, instruct.display_name),
+                on_progress=lambda p: print(f"{p} …", file=sys.stderr, flush=True),
+                cancelled=cancelled,
+            )
+        except KeyboardInterrupt:
+            cancelled.set()
+            for model in opened:
+                model.engine.cancel()
+            raise
+    finally:
+        for model in opened:
+            model.engine.close()
+    text = render_json(result) if fmt == "json" else render_markdown(result)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise LocalbviError(
+                f"cannot write the report to {args.output}: {exc.strerror or exc}; "
+                "choose a writable path with -o"
+            ) from None
+        print(f"report written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    failed = result.failed
+    if failed:
+        row, cell = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        raise LocalbviError(
+            f"{row.experiment.id} · {COLUMNS[cell.column]} failed: {cell.error}{more}; "
+            "the report shows every other cell"
+        )
+    return 0
 
 
 # -- compare -------------------------------------------------------------------------------

@@ -430,12 +430,17 @@ class _Worker:
     ) -> TokenScore:
         # As in `_alternatives`: only logits within `_PROB_WINDOW` of the maximum weigh in the
         # normaliser (exact to a few ppm), so exp() runs over hundreds of values, not 262k.
+        # Three passes over the row (max, compare, gather); a target inside the window takes
+        # its rank from the few hundred near logits, since every logit above it is near too.
         peak = float(logits.max())
         near = np.flatnonzero(logits >= peak - _PROB_WINDOW)
         near_logits = logits[near].astype(np.float64)
         log_z = peak + math.log(float(np.exp(near_logits - peak).sum()))
         chosen = float(logits[target])
-        rank = int(np.count_nonzero(logits > chosen)) + 1
+        if chosen >= peak - _PROB_WINDOW:
+            rank = int(np.count_nonzero(near_logits > chosen)) + 1
+        else:
+            rank = int(np.count_nonzero(logits > chosen)) + 1
         k = max(1, min(top_k, 20, len(near)))
         order = np.argpartition(near_logits, -k)[-k:]
         order = order[np.argsort(near_logits[order])[::-1]]
