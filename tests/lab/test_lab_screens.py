@@ -513,3 +513,32 @@ async def test_missing_models_download_from_a_real_hub_server_then_load(
             assert len(server.get_requests("GET")) >= 2
     finally:
         server.stop()
+
+
+async def test_a_picked_model_that_fails_to_load_leaves_the_side_as_it_was() -> None:
+    broken = ModelChoice(
+        ref="/models/corrupt.gguf",
+        display_name="corrupt.gguf",
+        kind=None,
+        path="/models/corrupt.gguf",
+    )
+    app = build_app()
+    made: list[FakeEngine] = []
+
+    def factory() -> FakeEngine:
+        made.append(FakeEngine())
+        return made[-1]
+
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_screen(
+            pilot, app, CompareScreen(BASE, INSTRUCT, engine_factory=factory)
+        )
+        screen.use_model("instruct", broken)
+        await wait_until(pilot, lambda: "still Demo 270M IT" in stats(screen, "instruct"))
+        assert "no model file at /models/corrupt.gguf" in stats(screen, "instruct")
+        assert screen.names == ("Demo 270M", "Demo 270M IT")
+        assert "instruct · Demo 270M IT" in title(screen, "instruct")
+        screen.run_prompt("Hi")
+        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        assert made[1].info is not None and made[1].info.path == INSTRUCT.path
+        assert made[1].requests == [("chat", (Message("user", "Hi"),))]

@@ -196,6 +196,8 @@ class CompareScreen(Screen[None]):
         self._hosts: dict[ModelSide, ModelHost] = {}
         """The hosts of the engines this screen made (closed with it); handed-in ones are not."""
         self._generation: dict[ModelSide, int] = dict.fromkeys(PAIR, 0)
+        self._previous: dict[ModelSide, tuple[ModelChoice | None, str, Engine | None]] = {}
+        """What a side had before a pick, restored if the new model cannot be loaded."""
         self.downloads: dict[ModelSide, DownloadTask] = {}
         self._download_timer: Timer | None = None
         self.engine_factory = engine_factory
@@ -393,11 +395,10 @@ class CompareScreen(Screen[None]):
         if message.generation != self._generation[side]:
             return  # an older pick finished after a newer one started
         if message.engine is None:
-            # The reason stays in the pane: a notification alone is gone before it is read.
-            self._engines[side] = None
-            self._model_stats(side, f"not loaded: {message.error}")
             self.notify(message.error, title=f"Could not load the {side} model", severity="error")
+            self._side_failed(side, message.error)
             return
+        self._previous.pop(side, None)
         self._engines[side] = message.engine
         self._model_stats(side, "ready")
         for pane_side in SIDES:
@@ -405,6 +406,22 @@ class CompareScreen(Screen[None]):
         self.refresh_bindings()
         if self.engines is not None and self.prompt and not self.running:
             self._start_compare()
+
+    def _side_failed(self, side: ModelSide, error: str) -> None:
+        """The side's new model could not be had: back to the model it had, if any (the
+        reason stays in the pane: a notification alone is gone before it is read)."""
+        previous = self._previous.pop(side, None)
+        if previous is not None and previous[2] is not None and previous[2].info is not None:
+            self.choices[side], name, self._engines[side] = previous
+            self.names = (name, self.names[1]) if side == "base" else (self.names[0], name)
+            for pane_side in SIDES:
+                if model_side(pane_side) == side:
+                    self.pane(pane_side).start(self._title(pane_side))
+            self._model_stats(side, f"ready (still {name}: {error})")
+        else:
+            self._engines[side] = None
+            self._model_stats(side, f"not loaded: {error}")
+        self.refresh_bindings()
 
     def action_pick(self, side: ModelSide) -> None:
         """Any model for one side, from the picker (a model not on disk downloads first)."""
@@ -421,7 +438,11 @@ class CompareScreen(Screen[None]):
         self.app.push_screen(PickerScreen(), picked)
 
     def use_model(self, side: ModelSide, choice: ModelChoice) -> None:
-        """Put `choice` on `side`: loaded now, or downloaded with progress and then loaded."""
+        """Put `choice` on `side`: loaded now, or downloaded with progress and then loaded.
+        If that fails, the side keeps the model it had."""
+        old_name = self.names[0 if side == "base" else 1]
+        self._previous[side] = (self.choices[side], old_name, self._engines[side])
+        self.downloads.pop(side, None)  # an earlier pick's download goes on in Downloads
         self.choices[side] = choice
         names = list(self.names)
         names[0 if side == "base" else 1] = choice.display_name
@@ -480,7 +501,7 @@ class CompareScreen(Screen[None]):
                 self._open_side(side)
             else:
                 word = "cancelled" if task.state == "cancelled" else "failed"
-                self._model_stats(side, f"not loaded: download {word}: {task.error}")
+                self._side_failed(side, f"download {word}: {task.error}")
             self.refresh_bindings()
         if not self.downloads and self._download_timer is not None:
             self._download_timer.stop()
@@ -686,7 +707,8 @@ class CompareScreen(Screen[None]):
             if experiment is not None:
                 self.run_experiment(experiment)
 
-        self.app.push_screen(ExperimentsScreen(experiments), chosen)
+        screen = ExperimentsScreen(experiments, engines=self.engines, names=self.names)
+        self.app.push_screen(screen, chosen)
 
     def run_experiment(self, experiment: Experiment) -> None:
         self.experiment = experiment
@@ -704,7 +726,7 @@ class CompareScreen(Screen[None]):
         if side not in the_plan.sides:
             the_plan = self.current_plan()
         if side not in the_plan.sides:
-            self.notify("This side is not shown: ctrl+g shows the in-context column")
+            self.notify(f"The {SIDE_WORDS[side]} side is not shown: ctrl+g changes the columns")
             return
         request = the_plan.for_side(side)
         if not request.text and not any(m.content for m in request.messages):
