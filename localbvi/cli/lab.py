@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from dataclasses import replace
@@ -209,6 +210,12 @@ def _run_all(args: argparse.Namespace) -> int:
         if value != default:
             raise UsageError(f"{flag} does not apply to --all (its three columns are fixed)")
     _require_models(args)
+    folder = os.path.dirname(os.path.abspath(args.output)) if args.output else ""
+    if folder and not os.path.isdir(folder):  # say so before minutes of generation
+        raise LocalbviError(
+            f"cannot write the report to {args.output}: {folder} is not a folder; "
+            "choose a path in an existing folder with -o"
+        )
     fmt = "json" if args.json else (args.format or "md")
     experiments = list(load_experiments())
     base_ref, instruct_ref = pair_refs(args.base, args.instruct)
