@@ -232,8 +232,8 @@ class CompareScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Label(
             "Compare: the base model continues your text, the instruct model answers it. "
-            "Type a prompt and press enter, or ctrl+t for an experiment; ctrl+g adds the base "
-            "model answering through in-context examples.",
+            "Enter runs a prompt · ctrl+t experiments · ctrl+g adds the base model answering "
+            "through in-context examples · ctrl+o / ctrl+n change the base / instruct model.",
             id="compare-lesson",
         )
         with Horizontal(id="compare-panes"):
