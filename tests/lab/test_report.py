@@ -81,8 +81,8 @@ def test_report_on_real_models_has_every_scenario_and_column(
     # Same weights on both sides: the greedy answer is mostly the base model's own choice.
     arithmetic = report.rows[0].cells["instruct"]
     assert arithmetic.shift is not None and arithmetic.shift["unshifted"] >= 50
-    # The raw base model continues the worksheet; in context it answers.
-    assert "2+2" in report.rows[0].cells["base"].text or "?" in report.rows[0].cells["base"].text
+    # The raw base model continues the worksheet with the next question (FIELD-NOTES).
+    assert "What is" in report.rows[0].cells["base"].text
 
     md = render_markdown(report)
     rows = table_rows(md)
