@@ -99,7 +99,7 @@ async def test_log_shows_the_engine_log(fake_app: AppFactory) -> None:
 
 async def test_help_lists_every_binding(fake_app: AppFactory) -> None:
     app = fake_app()
-    async with app.run_test(size=(100, 130)) as pilot:
+    async with app.run_test(size=(100, 150)) as pilot:
         await wait_until(pilot, lambda: app.model is not None)
         await pilot.press("f1")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
