@@ -125,3 +125,20 @@ def test_broken_user_file_fails_the_load_with_its_path() -> None:
 def test_unknown_experiment_suggests_close_ids() -> None:
     with pytest.raises(ExperimentError, match=r"did you mean 'few-shot'\?"):
         load_experiments().get("fewshot")
+
+
+def test_an_experiments_own_sampling_applies_unless_a_flag_says_otherwise() -> None:
+    from localbvi.cli import build_parser
+    from localbvi.cli.lab import _experiment_sampling
+
+    few_shot = load_experiments().get("few-shot")
+    args = build_parser().parse_args(["experiments", "run", "few-shot", "--base", "x"])
+    sampling = _experiment_sampling(args, few_shot)
+    assert (sampling.max_tokens, sampling.temperature) == (32, 0.0)
+    assert sampling.stop == ("\n\n", "\nQ:")
+    args = build_parser().parse_args(
+        ["experiments", "run", "few-shot", "--base", "x", "--max-tokens", "7", "--stop", "END"]
+    )
+    sampling = _experiment_sampling(args, few_shot)
+    assert (sampling.max_tokens, sampling.temperature) == (7, 0.0)
+    assert sampling.stop == ("END",)
