@@ -6,6 +6,7 @@ pair, checking the figures shown against the domain's own `run_shift`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -331,10 +332,12 @@ async def test_real_gemma_pair_figures_match_the_domain(
         assert isinstance(screen, ShiftScreen)
         await wait_until(pilot, lambda: finished(screen), timeout=240, what="the real result")
         assert screen.result is not None, screen.error
+        await wait_until(pilot, lambda: "tokens:" in summary(screen), what="the figures")
         shown = summary(screen)
-        # The same call the CLI makes, on the same engines and settings.
-        expected = run_shift(
-            base_engine, instruct_engine, question, app.settings.to_sampling(), top_k=10
+        # The same call the CLI makes, on the same engines and settings (in a thread, so the
+        # app keeps running).
+        expected = await asyncio.to_thread(
+            run_shift, base_engine, instruct_engine, question, app.settings.to_sampling(), top_k=10
         )
         assert screen.result.answer == expected.answer
         pct = expected.percentages()
