@@ -9,6 +9,7 @@ import pytest
 
 from localbvi import paths
 from localbvi.cli import main
+from localbvi.inspector import inspect_gguf
 
 
 def records(out: str) -> list[dict[str, object]]:
@@ -72,8 +73,11 @@ def test_experiment_run_prints_both_sides_with_stats(
     out = capsys.readouterr().out
     assert code == 0
     assert out.startswith("# Few-shot prompting steers a base model\n")
-    assert "── base: gemma-3-270m-pt-Q4_K_M.gguf · raw completion ──" in out
-    assert "── instruct: gemma-3-270m-instruct-shaped-Q4_K_M.gguf · chat template ──" in out
+    # A path is named as the app names it: the GGUF's own name (general.name).
+    name = inspect_gguf(gemma_base).name
+    assert name and name == inspect_gguf(gemma_instruct).name
+    assert f"── base: {name} · raw completion ──" in out
+    assert f"── instruct: {name} · chat template ──" in out
     assert out.count(" tok/s · ") == 2
 
 
