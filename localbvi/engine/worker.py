@@ -62,6 +62,17 @@ def default_threads() -> int:
     return n if n <= 4 else max(1, n // 2)
 
 
+def context_size(llm: Any) -> int:
+    """The context window the Python side can hold.
+
+    llama.cpp pads a small context (`--ctx 16` becomes 256), while llama-cpp-python sizes its
+    token buffer by the value asked for; a longer prompt then fails with a numpy broadcast
+    error instead of a clear "prompt longer than the context". The smaller of the two is
+    the real limit.
+    """
+    return min(int(llm.n_ctx()), len(llm.input_ids))
+
+
 class _Worker:
     """State of the child: the loaded model and its per-token caches."""
 
@@ -127,7 +138,7 @@ class _Worker:
         self.info = LoadInfo(
             path=path,
             load_s=time.perf_counter() - started,
-            n_ctx=llm.n_ctx(),
+            n_ctx=context_size(llm),
             n_ctx_train=llm._model.n_ctx_train(),
             n_threads=threads,
             n_layers=n_layers,
@@ -277,7 +288,7 @@ class _Worker:
         import numpy as np
 
         llm = self.llm
-        n_ctx = llm.n_ctx()
+        n_ctx = context_size(llm)
         if len(prompt) >= n_ctx:
             raise ContextOverflowError(len(prompt), n_ctx, sampling.max_tokens)
         room = n_ctx - len(prompt)
@@ -379,7 +390,7 @@ class _Worker:
         import numpy as np
 
         llm = self.llm
-        n_ctx = llm.n_ctx()
+        n_ctx = context_size(llm)
         total = len(prompt) + len(answer)
         if not prompt:
             raise LocalbviError("scoring needs a prompt (at least a BOS token)")
@@ -476,8 +487,8 @@ class _Worker:
         llm = self.llm
         tokens = self.tokenize(prefix)
         n = len(tokens)
-        if n >= llm.n_ctx():
-            raise ContextOverflowError(n, llm.n_ctx())
+        if n >= context_size(llm):
+            raise ContextOverflowError(n, context_size(llm))
         if llm.n_tokens >= n and list(llm.input_ids[:n]) == tokens:
             return n, "memory"
         if cache_path and self._restore_prefix(cache_path, tokens):
@@ -852,8 +863,8 @@ def _stream(worker: _Worker, op: str, payload: Any, sampling: Sampling) -> None:
         tokens = worker.tokenize(payload)
     else:
         tokens = list(payload)
-    if len(tokens) >= worker.llm.n_ctx():
-        raise ContextOverflowError(len(tokens), worker.llm.n_ctx(), sampling.max_tokens)
+    if len(tokens) >= context_size(worker.llm):
+        raise ContextOverflowError(len(tokens), context_size(worker.llm), sampling.max_tokens)
     worker.conn.send(("started", len(tokens)))
     send = worker.conn.send
     for event in worker.generate(tokens, sampling):
