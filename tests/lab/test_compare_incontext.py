@@ -148,7 +148,7 @@ async def test_in_context_keys_show_only_with_the_column() -> None:
 async def test_real_base_model_in_context_stops_at_the_next_query(
     base_engine: Any, instruct_engine: Any
 ) -> None:
-    app = build_app(settings=AppSettings(temperature=0.0, max_tokens=160))
+    app = build_app(settings=AppSettings(temperature=0.0, max_tokens=96))
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_screen(
             pilot,
@@ -169,6 +169,16 @@ async def test_real_base_model_in_context_stops_at_the_next_query(
         assert title(screen, "incontext") == f"in context · Gemma pt · {LABEL}"
         assert "raw completion" in title(screen, "base")
         assert screen.runs["base"].text != run.text
+        # Its X-ray is the exact prompt the base model read: preamble, examples, question.
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: isinstance(app.screen, XrayScreen), what="X-ray")
+        xray = app.screen
+        assert isinstance(xray, XrayScreen)
+        await wait_until(pilot, lambda: xray.prepared is not None, timeout=60)
+        assert xray.shown_text.startswith("<bos># Instructions\n")
+        assert xray.shown_text.endswith(
+            "# Query:\n```\nWhat is the capital of France?\n```\n\n# Answer:\n```\n"
+        )
 
 
 @pytest.mark.slow
@@ -185,7 +195,7 @@ def test_cli_compare_in_context_json_has_all_three_sides(
             "--in-context",
             "--json",
             "--max-tokens",
-            "160",
+            "96",
             "--temperature",
             "0",
             "--ctx",
