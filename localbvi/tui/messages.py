@@ -10,6 +10,10 @@ from textual.message import Message
 from localbvi.engine.types import DoneEvent, Kind, LoadInfo
 
 if TYPE_CHECKING:
+    from localbvi.engine.base import Engine
+    from localbvi.lab import report as lab_report
+    from localbvi.lab.compare import Side, SideRun
+    from localbvi.lab.experiments import Experiment
     from localbvi.store.hub import Progress  # the store is imported on first use
 
 __all__ = [
@@ -19,6 +23,12 @@ __all__ = [
     "ModelLoaded",
     "ModelLoading",
     "OnlineChecked",
+    "ReportCell",
+    "ReportDone",
+    "ReportProgress",
+    "RunFinished",
+    "SideDone",
+    "SideLoaded",
 ]
 
 
@@ -79,3 +89,58 @@ class OnlineChecked(Message):
     """Whether the Hub can be reached."""
 
     online: bool
+
+
+# -- compare view (screens/compare.py) ------------------------------------------------------
+
+
+@dataclass
+class SideDone(Message):
+    """One side finished (done, cancelled or failed)."""
+
+    side: Side
+    done: DoneEvent
+
+
+@dataclass
+class RunFinished(Message):
+    """A comparison (`compare`) or a single-side run (branch, edited X-ray) ended."""
+
+    runs: dict[Side, SideRun]
+    compare: bool = False
+
+
+@dataclass
+class SideLoaded(Message):
+    """One side's model is loaded (or `error` says why not); `generation` drops stale loads."""
+
+    side: Kind
+    engine: Engine | None
+    generation: int
+    error: str = ""
+
+
+# -- experiments' seed table (screens/experiments.py) --------------------------------------
+
+
+@dataclass
+class ReportProgress(Message):
+    """The report starts a cell."""
+
+    progress: lab_report.Progress
+
+
+@dataclass
+class ReportCell(Message):
+    """The report finished a cell."""
+
+    experiment: Experiment
+    cell: lab_report.Cell
+
+
+@dataclass
+class ReportDone(Message):
+    """The report ended (`report` is None when it could not run: `error` says why)."""
+
+    report: lab_report.Report | None
+    error: str = ""

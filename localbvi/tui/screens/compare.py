@@ -15,14 +15,13 @@ import contextlib
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.message import Message as TextualMessage
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
@@ -48,6 +47,7 @@ from localbvi.lab.compare import (
 from localbvi.lab.experiments import Experiment, load_experiments
 from localbvi.lab.incontext import incontext_sampling
 from localbvi.sessions import SessionRecord
+from localbvi.tui.messages import RunFinished, SideDone, SideLoaded
 from localbvi.tui.session_log import SessionHandle
 from localbvi.tui.state import ModelChoice
 from localbvi.tui.streaming import FRAME_S, TokenBuffer
@@ -79,32 +79,6 @@ SIDE_WORDS: dict[Side, str] = {"base": "base", "incontext": "in context", "instr
 def model_side(side: Side) -> ModelSide:
     """Whose model a side runs on."""
     return "instruct" if side == "instruct" else "base"
-
-
-@dataclass
-class SideDone(TextualMessage):
-    """One side finished (done, cancelled or failed)."""
-
-    side: Side
-    done: DoneEvent
-
-
-@dataclass
-class RunFinished(TextualMessage):
-    """A comparison (`compare`) or a single-side run (branch, edited X-ray) ended."""
-
-    runs: dict[Side, SideRun]
-    compare: bool = False
-
-
-@dataclass
-class SideLoaded(TextualMessage):
-    """One side's model is loaded (or `error` says why not); `generation` drops stale loads."""
-
-    side: ModelSide
-    engine: Engine | None
-    generation: int
-    error: str = ""
 
 
 class CompareScreen(Screen[None]):

@@ -9,7 +9,6 @@ progress and each finished cell come back as messages, and escape cancels.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -17,7 +16,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.message import Message as TextualMessage
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Label, OptionList
 from textual.widgets.option_list import Option
@@ -27,31 +25,9 @@ from localbvi.engine.types import Sampling
 from localbvi.errors import LocalbviError
 from localbvi.lab.experiments import Experiment, Experiments
 from localbvi.lab.report import COLUMNS, Cell, Progress, Report, Row, one_line, run_report
+from localbvi.tui.messages import ReportCell, ReportDone, ReportProgress
 
 __all__ = ["ExperimentsScreen"]
-
-
-@dataclass
-class ReportProgress(TextualMessage):
-    """The report starts a cell."""
-
-    progress: Progress
-
-
-@dataclass
-class ReportCell(TextualMessage):
-    """The report finished a cell."""
-
-    experiment: Experiment
-    cell: Cell
-
-
-@dataclass
-class ReportDone(TextualMessage):
-    """The report ended (`report` is None when it could not run: `error` says why)."""
-
-    report: Report | None
-    error: str = ""
 
 
 class ExperimentsScreen(ModalScreen[Experiment | None]):
