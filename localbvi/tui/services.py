@@ -125,6 +125,13 @@ def search_hub(text: str, n_ctx: int, limit: int = 20) -> tuple[list[ModelChoice
 class StoreServices:
     """`Services` over the real catalog and store modules (imported on first use)."""
 
+    def __init__(self) -> None:
+        # The store's modules import one another: two worker threads importing them at once
+        # (the online check and a model load) found the package half-built ("KeyError:
+        # 'localbvi.store'"), so it is imported here, in the app's thread (~70 ms, no
+        # huggingface_hub).
+        import localbvi.store.hubapi  # noqa: F401
+
     def catalog_pairs(self, n_ctx: int) -> list[tuple[ModelChoice, ModelChoice]]:
         from localbvi.catalog import load_catalog
 
