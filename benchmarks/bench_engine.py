@@ -312,6 +312,7 @@ def _child_memory(engine: LocalEngine) -> tuple[int, int]:
 def bench_lab(base: Path, reps: int, tokens: int, threads: int) -> None:
     """Scoring vs plain prompt evaluation (time, memory), and the prefix cache across
     processes."""
+    from localbvi.engine.types import ScoreRequest
     from localbvi.lab.incontext import frame_query
 
     med = statistics.median
@@ -342,7 +343,8 @@ def bench_lab(base: Path, reps: int, tokens: int, threads: int) -> None:
 
         def scored() -> float:
             t = time.perf_counter()
-            result = engine.score(prompt, answer, 10, [answer[:5]] * len(answer))
+            wanted = (tuple(answer[:5]),) * len(answer)
+            result = engine.score(ScoreRequest(tuple(prompt), tuple(answer), 10, wanted))
             assert len(result) == len(answer)
             return time.perf_counter() - t
 

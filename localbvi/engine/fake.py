@@ -22,6 +22,8 @@ from localbvi.engine.types import (
     Message,
     Rendered,
     Sampling,
+    ScoreProgress,
+    ScoreRequest,
     Token,
     TokenEvent,
     TokenScore,
@@ -53,6 +55,8 @@ DEFAULT_CHAT_SCRIPT = (
 )
 DEFAULT_SCORE_RANKS = (1, 1, 2, 1, 1, 5, 1, 3, 1, 1, 1, 9)
 """The rank `score` gives answer token i: 8 unshifted, 2 marginal, 2 shifted of 12."""
+SCORE_CHUNK = 4
+"""Answer positions per progress report of `score` (the real engine's chunks are 32)."""
 DEFAULT_COMPLETION_SCRIPT = (
     " and",
     " then",
@@ -98,6 +102,7 @@ class FakeEngine:
         fixed_stats: bool = False,
         score_ranks: Sequence[int] = DEFAULT_SCORE_RANKS,
         vocab_name: str = "fake",
+        score_chunk_s: float = 0.0,
     ) -> None:
         self.tokens_per_s = tokens_per_s
         self.chat_script = tuple(chat_script)
@@ -113,6 +118,10 @@ class FakeEngine:
         self.score_ranks = tuple(score_ranks)
         """The rank `score` gives answer token i (cycled)."""
         self.vocab_name = vocab_name
+        self.score_chunk_s = score_chunk_s
+        """Seconds each chunk of `score` takes (for tests that cancel or watch progress)."""
+        self.score_requests: list[ScoreRequest] = []
+        """Every `score` request, in order (tests read it)."""
         """Two fake engines share a vocabulary when their names are equal."""
         self._info: LoadInfo | None = None
         self._cancel = threading.Event()
@@ -195,18 +204,17 @@ class FakeEngine:
         return [Token(id=i, text=word) for i, word in enumerate(text.split(" "))]
 
     def score(
-        self,
-        prompt: Sequence[int],
-        answer: Sequence[int],
-        top_k: int = 10,
-        wanted: Sequence[Sequence[int]] = (),
+        self, request: ScoreRequest, on_progress: ScoreProgress | None = None
     ) -> list[TokenScore]:
         """Scripted scores: answer token i gets rank `score_ranks[i]`, among made-up
-        alternatives with halving probabilities."""
+        alternatives with halving probabilities; progress after every `SCORE_CHUNK`
+        positions, and a cancel takes effect between chunks, as in the real engine."""
         self._require_model()
+        self.score_requests.append(request)
+        top_k, wanted, total = request.top_k, request.wanted, len(request.answer)
         out: list[TokenScore] = []
-        for i, token_id in enumerate(answer):
-            if self._cancel.is_set():
+        for i, token_id in enumerate(request.answer):
+            if i % SCORE_CHUNK == 0 and self._cancel.is_set():
                 raise LocalbviError("scoring was cancelled")
             rank = self.score_ranks[i % len(self.score_ranks)]
             probs = [0.5**j for j in range(1, top_k + 1)]
@@ -223,6 +231,10 @@ class FakeEngine:
                     token_id, text, rank, prob, tuple(alternatives), tuple((w, 0.1) for w in want)
                 )
             )
+            if on_progress is not None and (len(out) % SCORE_CHUNK == 0 or len(out) == total):
+                if self.score_chunk_s:
+                    time.sleep(self.score_chunk_s)
+                on_progress(len(out), total)
         return out
 
     def vocab(self) -> VocabInfo:

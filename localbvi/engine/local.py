@@ -32,6 +32,8 @@ from localbvi.engine.types import (
     Message,
     Rendered,
     Sampling,
+    ScoreProgress,
+    ScoreRequest,
     Token,
     TokenEvent,
     TokenScore,
@@ -354,16 +356,36 @@ class LocalEngine:
         return result
 
     def score(
-        self,
-        prompt: Sequence[int],
-        answer: Sequence[int],
-        top_k: int = 10,
-        wanted: Sequence[Sequence[int]] = (),
+        self, request: ScoreRequest, on_progress: ScoreProgress | None = None
     ) -> list[TokenScore]:
-        """Rank and probability of each `answer` token after `prompt` (see worker.score)."""
-        result: list[TokenScore] = self._call(
-            "score", list(prompt), list(answer), top_k, [list(w) for w in wanted]
-        )
+        """Rank and probability of each answer token after the prompt (see worker.score).
+
+        `on_progress` hears (positions scored, positions) after each chunk, on this thread;
+        `cancel()` from another thread stops the pass between chunks (a LocalbviError). If
+        the caller leaves early (an exception from `on_progress`, Ctrl-C), the child is
+        cancelled and its remaining replies read, so the pipe stays in step.
+        """
+        child = self._require()
+        with self._lock:
+            finished = False
+            try:
+                child.send("score", request)
+                while True:
+                    reply = child.recv()
+                    if reply[0] != "p":
+                        finished = True
+                        break
+                    if on_progress is not None:
+                        on_progress(reply[1], reply[2])
+            except EngineCrashedError as exc:
+                finished = True
+                raise self._crash(exc) from None
+            finally:
+                if not finished and self._child is child:
+                    self._drain(child)
+        if reply[0] != "ok":
+            _raise_reply(reply)
+        result: list[TokenScore] = reply[1]
         return result
 
     def prime(self, prefix: str) -> tuple[int, str]:
@@ -449,7 +471,7 @@ class LocalEngine:
         try:
             while True:
                 msg = child.recv()
-                if msg[0] in ("done", "err"):
+                if msg[0] in ("done", "err", "ok"):  # "ok": the end of a score
                     return
         except EngineCrashedError as exc:
             self._crash(exc)

@@ -6,6 +6,7 @@ the CLI (`--json`) and the TUI alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ __all__ = [
     "Rendered",
     "Role",
     "Sampling",
+    "ScoreProgress",
+    "ScoreRequest",
     "Token",
     "TokenEvent",
     "TokenScore",
@@ -245,6 +248,23 @@ class TokenScore:
     """The model's own most likely tokens there, most likely first."""
     wanted: tuple[tuple[int, float], ...] = ()
     """(id, probability) for the ids the caller asked about (another model's candidates)."""
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Tokens for a model to score by teacher forcing (`LocalEngine.score`): each `answer`
+    token at its position after `prompt` and the answer before it."""
+
+    prompt: tuple[int, ...]
+    answer: tuple[int, ...]
+    top_k: int = 10
+    """How many of the model's own top choices to report per position."""
+    wanted: tuple[tuple[int, ...], ...] = ()
+    """Per answer position, ids whose probabilities the caller wants (another model's top-k)."""
+
+
+ScoreProgress = Callable[[int, int], None]
+"""Told (answer positions scored, answer positions in all) after each chunk of a score."""
 
 
 @dataclass(frozen=True)

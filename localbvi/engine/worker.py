@@ -36,6 +36,8 @@ from localbvi.engine.types import (
     Message,
     Rendered,
     Sampling,
+    ScoreProgress,
+    ScoreRequest,
     Token,
     TokenEvent,
     TokenScore,
@@ -371,24 +373,24 @@ class _Worker:
         yield self._done(finish, detail, prompt, n, started, first_at)
 
     def score(
-        self,
-        prompt: Sequence[int],
-        answer: Sequence[int],
-        top_k: int,
-        wanted: Sequence[Sequence[int]] = (),
+        self, request: ScoreRequest, progress: ScoreProgress | None = None
     ) -> list[TokenScore]:
-        """How likely this model finds each token of `answer` after `prompt` (teacher forcing).
+        """How likely this model finds each token of the answer after the prompt (teacher
+        forcing).
 
         For answer token i: its rank and probability in the model's next-token distribution
         given prompt + answer[:i], the model's own top-k there, and the probabilities of the
         ids in `wanted[i]` (another model's candidates, for a KL divergence). One pass of
         prompt evaluation with logits kept only at answer positions, in chunks of at most
         `_SCORE_CHUNK` outputs so the logits buffer stays small (a 262k vocabulary is 1 MiB
-        of floats per position), never one request per token.
+        of floats per position), never one request per token. `progress` hears (positions
+        scored, positions) after each chunk; a cancel stops the pass between chunks.
         """
         import llama_cpp
         import numpy as np
 
+        prompt, answer, wanted = request.prompt, request.answer, request.wanted
+        top_k = request.top_k
         llm = self.llm
         n_ctx = context_size(llm)
         total = len(prompt) + len(answer)
@@ -431,6 +433,8 @@ class _Worker:
                     want = wanted[i] if i < len(wanted) else ()
                     results.append(self._score_one(np, logits, answer[i], top_k, want))
                 pos = end
+                if outputs and progress is not None:
+                    progress(len(results), len(answer))
         finally:
             llama_cpp.llama_batch_free(batch)
             self._reset_after_abort()
@@ -837,7 +841,7 @@ def worker_main(argv: list[str]) -> None:
             elif op == "warm_up":
                 channel.send(("ok", worker.warm_up()))
             elif op == "score":
-                channel.send(("ok", worker.score(*args)))
+                channel.send(("ok", worker.score(args[0], _progress_sender(channel))))
             elif op == "prime":
                 channel.send(("ok", worker.prime(*args)))
             elif op == "vocab":
@@ -853,6 +857,15 @@ def worker_main(argv: list[str]) -> None:
         except Exception as exc:  # reported to the caller; the child stays up
             channel.send(("err", _error_reply(exc)))
         sys.stderr.flush()
+
+
+def _progress_sender(channel: _Channel) -> ScoreProgress:
+    """Progress of a score as ("p", done, total) messages ahead of its ("ok", scores)."""
+
+    def send(done: int, total: int) -> None:
+        channel.send(("p", done, total))
+
+    return send
 
 
 def _stream(worker: _Worker, op: str, payload: Any, sampling: Sampling) -> None:

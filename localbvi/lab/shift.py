@@ -6,8 +6,15 @@ at its position, given the same question in a frame of its own. A token the base
 ranks first is "unshifted", second or third "marginal", lower "shifted". The paper found most
 tokens unshifted; the shifted ones are style, discourse and safety tokens.
 
-The base model scores the whole answer in one prompt-evaluation pass (`LocalEngine.score`),
-with logits kept only at answer positions, in bounded chunks. Nothing here imports Textual.
+The run has two halves: `instruct_answer` (the instruct model's greedy answer, token ids and
+its own top-k at each) and `score_answer` (the base model scores those ids under a frame).
+A frame switch re-scores the same answer, never asks the instruct model again. The base model
+scores the whole answer in one prompt-evaluation pass (`LocalEngine.score`), with logits kept
+only at answer positions, in bounded chunks, telling its progress after each chunk.
+
+Single-turn, as in the paper: both models see one question (and an optional system message),
+never the earlier turns of a chat; the app's view says which question it scored.
+Nothing here imports Textual.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from localbvi.engine.types import (
     DoneEvent,
     Message,
     Sampling,
+    ScoreProgress,
+    ScoreRequest,
     TokenEvent,
     TokenScore,
     VocabInfo,
@@ -41,12 +50,15 @@ __all__ = [
     "PAPER_FIGURES",
     "Category",
     "Frame",
+    "InstructAnswer",
     "ShiftResult",
     "ShiftToken",
     "category",
     "check_vocab",
+    "instruct_answer",
     "kl_topk",
     "run_shift",
+    "score_answer",
     "sparkline",
 ]
 
@@ -70,11 +82,7 @@ class Scorer(Protocol):
     """An engine that can score tokens (LocalEngine; a server cannot)."""
 
     def score(
-        self,
-        prompt: Sequence[int],
-        answer: Sequence[int],
-        top_k: int = 10,
-        wanted: Sequence[Sequence[int]] = (),
+        self, request: ScoreRequest, on_progress: ScoreProgress | None = None
     ) -> list[TokenScore]: ...
 
     def vocab(self) -> VocabInfo: ...
@@ -143,16 +151,45 @@ def _finite(x: float) -> float | None:
 
 
 @dataclass(frozen=True)
+class InstructAnswer:
+    """The instruct model's greedy answer: the half of a shift run no frame changes."""
+
+    question: str
+    messages: tuple[Message, ...]
+    """What the instruct model was asked (an optional system message, then the question)."""
+    tokens: tuple[TokenEvent, ...]
+    """The answer token by token (ids >= 0), each with the instruct model's own top-k."""
+    done: DoneEvent
+    vocab: VocabInfo
+    template: tuple[str, tuple[int, ...]]
+    """The prompt the instruct model saw (text, token ids): the "template" frame."""
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.tokens)
+
+
+@dataclass(frozen=True)
 class ShiftResult:
     """The instruct answer, token by token, with the base model's view of each token."""
 
-    question: str
+    source: InstructAnswer
     frame: Frame
     base_prompt: str
     """What the base model was given before the answer (the frame), as text."""
     tokens: tuple[ShiftToken, ...]
-    instruct_done: DoneEvent
-    vocab: VocabInfo
+
+    @property
+    def question(self) -> str:
+        return self.source.question
+
+    @property
+    def instruct_done(self) -> DoneEvent:
+        return self.source.done
+
+    @property
+    def vocab(self) -> VocabInfo:
+        return self.source.vocab
 
     @property
     def answer(self) -> str:
@@ -262,33 +299,29 @@ def check_vocab(base: Engine, instruct: Engine) -> VocabInfo:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def _base_prompt(
-    frame: Frame, base: Engine, instruct: Engine, messages: Sequence[Message], question: str
-) -> tuple[str, list[int]]:
+def _base_prompt(frame: Frame, base: Engine, answer: InstructAnswer) -> tuple[str, list[int]]:
     if frame == "template":
-        rendered = instruct.render(messages)
-        return rendered.text, [t.id for t in rendered.tokens]
+        text, ids = answer.template
+        return text, list(ids)
+    question = answer.question
     text = frame_query(question) if frame == "plain" else question.strip() + "\n"
-    tokens = base.tokenize(text)
-    return text, [t.id for t in tokens]
+    return text, [t.id for t in base.tokenize(text)]
 
 
-def run_shift(
+def instruct_answer(
     base: Engine,
     instruct: Engine,
     question: str,
     sampling: Sampling,
     *,
     system: str | None = None,
-    frame: Frame = "plain",
     top_k: int = 10,
     on_token: Callable[[TokenEvent], None] | None = None,
     cancelled: threading.Event | None = None,
-) -> ShiftResult:
-    """Let `instruct` answer `question` greedily, then score each answer token under `base`."""
-    if frame not in FRAMES:
-        raise LabError(f"unknown frame {frame!r}: choose {', '.join(FRAMES)}")
-    base_scorer = _scorer(base)
+) -> InstructAnswer:
+    """Let `instruct` answer `question` greedily (its top-k kept per token), once the pair's
+    vocabularies are checked. A cancelled answer is returned as far as it got."""
+    _scorer(base)
     vocab = check_vocab(base, instruct)
     messages = [Message("system", system)] if system else []
     messages.append(Message("user", question))
@@ -313,12 +346,47 @@ def run_shift(
         )
     if not answer:
         raise LabError("the instruct model gave an empty answer: there is nothing to score")
-    text, prompt_ids = _base_prompt(frame, base, instruct, messages, question)
-    ids = [t.id for t in answer]
-    wanted = [[a.id for a in t.alternatives] for t in answer]
-    scores = base_scorer.score(prompt_ids, ids, top_k, wanted)
+    rendered = instruct.render(messages)
+    template = (rendered.text, tuple(t.id for t in rendered.tokens))
+    return InstructAnswer(question, tuple(messages), tuple(answer), done, vocab, template)
+
+
+def score_answer(
+    base: Engine,
+    answer: InstructAnswer,
+    frame: Frame = "plain",
+    *,
+    top_k: int = 10,
+    on_progress: ScoreProgress | None = None,
+    cancelled: threading.Event | None = None,
+) -> ShiftResult:
+    """Score each token of `answer` under `base`, given the question in `frame`.
+
+    Only the base model works here: switching the frame re-scores the same answer. A set
+    `cancelled` stops the pass between chunks (a LocalbviError).
+    """
+    if frame not in FRAMES:
+        raise LabError(f"unknown frame {frame!r}: choose {', '.join(FRAMES)}")
+    scorer = _scorer(base)
+    text, prompt_ids = _base_prompt(frame, base, answer)
+    request = ScoreRequest(
+        prompt=tuple(prompt_ids),
+        answer=tuple(t.id for t in answer.tokens),
+        top_k=top_k,
+        wanted=tuple(tuple(a.id for a in t.alternatives) for t in answer.tokens),
+    )
+
+    def progress(done: int, total: int) -> None:
+        if cancelled is not None and cancelled.is_set():
+            base.cancel()
+        if on_progress is not None:
+            on_progress(done, total)
+
+    if cancelled is not None and cancelled.is_set():
+        raise LabError("scoring was cancelled")
+    scores = scorer.score(request, progress)
     tokens = []
-    for event, score in zip(answer, scores, strict=True):
+    for event, score in zip(answer.tokens, scores, strict=True):
         p = [(a.id, a.prob) for a in event.alternatives]
         instruct_prob = next((a.prob for a in event.alternatives if a.id == event.id), 0.0)
         tokens.append(
@@ -332,4 +400,35 @@ def run_shift(
                 base_alternatives=score.alternatives,
             )
         )
-    return ShiftResult(question, frame, text, tuple(tokens), done, vocab)
+    return ShiftResult(answer, frame, text, tuple(tokens))
+
+
+def run_shift(
+    base: Engine,
+    instruct: Engine,
+    question: str,
+    sampling: Sampling,
+    *,
+    system: str | None = None,
+    frame: Frame = "plain",
+    top_k: int = 10,
+    on_token: Callable[[TokenEvent], None] | None = None,
+    cancelled: threading.Event | None = None,
+) -> ShiftResult:
+    """Let `instruct` answer `question` greedily, then score each answer token under `base`.
+
+    An answer cut short by `cancelled` is still scored (the part written), so a caller that
+    stops a run keeps what it has."""
+    if frame not in FRAMES:
+        raise LabError(f"unknown frame {frame!r}: choose {', '.join(FRAMES)}")
+    answer = instruct_answer(
+        base,
+        instruct,
+        question,
+        sampling,
+        system=system,
+        top_k=top_k,
+        on_token=on_token,
+        cancelled=cancelled,
+    )
+    return score_answer(base, answer, frame, top_k=top_k)

@@ -1,9 +1,11 @@
 """The token shift view: where instruct tuning changed the model, token by token (issue 10).
 
 The instruct model answers the question greedily; the base model scores every answer token
-under a frame (`localbvi.lab.shift.run_shift`, the same call as `localbvi shift`). The screen
-only presents it: the reply coloured by category, the figures, the base model's alternatives
-at the selected token, and a branch where the base model continues from that token.
+under a frame (`localbvi.lab.shift.instruct_answer` then `score_answer`, the calls behind
+`localbvi shift`). A frame switch re-scores the answer already written. The screen only
+presents it: the reply coloured by category, the figures, "scoring n/N" while the base model
+works, the base model's alternatives at the selected token, and a branch where the base model
+continues from that token.
 
 Opened from the compare view (its two engines, borrowed) or from a chat reply of an instruct
 model (the app's engine, borrowed under the app's engine lock, and the catalog's base sibling
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -30,10 +32,17 @@ from textual.timer import Timer
 from textual.widgets import Footer, Label, Select, Static
 
 from localbvi.engine.base import Engine
-from localbvi.engine.types import DoneEvent, Event, TokenEvent, TokenScore
+from localbvi.engine.types import DoneEvent, Event, TokenEvent
 from localbvi.errors import LocalbviError, printable, shorten
 from localbvi.lab.compare import LabError, SideRequest, SideRun, run_side, side_stats
-from localbvi.lab.shift import FRAMES, Frame, ShiftResult, run_shift
+from localbvi.lab.shift import (
+    FRAMES,
+    Frame,
+    InstructAnswer,
+    ShiftResult,
+    instruct_answer,
+    score_answer,
+)
 from localbvi.tui.state import ModelChoice
 from localbvi.tui.streaming import TokenBuffer
 from localbvi.tui.widgets.shift_view import ShiftView, summary_text, token_detail
@@ -45,12 +54,16 @@ if TYPE_CHECKING:
 __all__ = [
     "ShiftScreen",
     "base_sibling",
+    "chat_scope",
     "open_shift_from_chat",
     "open_shift_from_compare",
 ]
 
 TOP_K = 10
 """Candidates per position: the KL divergence's support and the alternatives shown."""
+
+SINGLE_TURN = "Scored as one turn, as in the paper: both models see this question alone."
+"""The view's scope line when nothing more needs saying (the compare view's prompt)."""
 
 TICK_S = 0.1
 """How often the progress line and the streamed text are redrawn while a run is on."""
@@ -72,11 +85,13 @@ class BaseReady(TextualMessage):
 
 @dataclass
 class ShiftFinished(TextualMessage):
-    """A run ended: a result, or an error / cancellation in words."""
+    """A run ended: a result, or an error / cancellation in words. `answer` is the instruct
+    answer when it was written (kept for re-scoring under another frame)."""
 
     result: ShiftResult | None
     error: str = ""
     cancelled: bool = False
+    answer: InstructAnswer | None = None
 
 
 @dataclass
@@ -84,28 +99,6 @@ class BranchFinished(TextualMessage):
     """The base model's continuation ended (done, cancelled or failed)."""
 
     run: SideRun
-
-
-class _Watched:
-    """The base engine, telling the screen when scoring starts (run_shift's second phase)."""
-
-    def __init__(self, engine: Engine, on_score: Callable[[int], None]) -> None:
-        self._engine = engine
-        self._on_score = on_score
-
-    def score(
-        self,
-        prompt: Sequence[int],
-        answer: Sequence[int],
-        top_k: int = 10,
-        wanted: Sequence[Sequence[int]] = (),
-    ) -> list[TokenScore]:
-        self._on_score(len(answer))
-        result: list[TokenScore] = self._engine.score(prompt, answer, top_k, wanted)  # type: ignore[attr-defined]
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
 
 
 class ShiftScreen(Screen[None]):
@@ -147,10 +140,12 @@ class ShiftScreen(Screen[None]):
         frame: Frame = "plain",
         instruct_lock: threading.Lock | None = None,
         engine_factory: Callable[[], Engine] | None = None,
+        scope: str = SINGLE_TURN,
     ) -> None:
         """`base`: a loaded engine to borrow; else `base_choice` is loaded here and closed
         with the screen. `instruct_lock` is held while the instruct engine answers (the
-        app's engine lock when it is the app's engine)."""
+        app's engine lock when it is the app's engine). `scope` says which question is
+        scored and what the models are given (shown under the question)."""
         super().__init__()
         self.question = question
         self.instruct = instruct
@@ -162,11 +157,15 @@ class ShiftScreen(Screen[None]):
         self.frame: Frame = frame
         self.instruct_lock = instruct_lock
         self.engine_factory = engine_factory
+        self.scope = scope
+        self.answer: InstructAnswer | None = None
+        """The instruct answer once written: a frame switch re-scores it."""
         self.result: ShiftResult | None = None
         self.error = ""
         self._cancel = threading.Event()
         self._rerun = False
         self._phase = ""
+        self._scored = (0, 0)
         self._buffer = TokenBuffer()
         self._branch_buffer = TokenBuffer()
         self._branch_text = Text()
@@ -186,6 +185,7 @@ class ShiftScreen(Screen[None]):
             id="shift-lesson",
         )
         yield Label(f"Question: {shorten(printable(self.question), 200)}", id="shift-question")
+        yield Label(Text(printable(self.scope), style="italic"), id="shift-scope")
         with Horizontal(id="shift-bar"):
             yield Label("Base model sees:", id="shift-frame-label")
             yield Select(
@@ -273,20 +273,22 @@ class ShiftScreen(Screen[None]):
     # -- the run ----------------------------------------------------------------------------
 
     def _start(self) -> None:
+        """Run what is missing: the instruct answer (unless kept), then its score."""
         if self.running or self.base is None:
             return
         self.result = None
         self.error = ""
         self._cancel = threading.Event()
         self._buffer = TokenBuffer()
-        self._phase = "answering"
+        self._scored = (0, 0)
+        self._phase = "scoring" if self.answer is not None else "answering"
         self.running = True
-        self.view.show_text("")
+        self.view.show_text(self.answer.text if self.answer is not None else "")
         self.query_one("#shift-summary", Static).update("")
         self.query_one("#shift-token", Static).update("")
         self.query_one("#shift-branch-box").display = False
         self._start_timer()
-        self._run(self.base, self.frame)
+        self._run(self.base, self.answer)
 
     def _start_timer(self) -> None:
         if self._timer is None:
@@ -298,52 +300,68 @@ class ShiftScreen(Screen[None]):
             self._timer = None
 
     @work(thread=True, exclusive=True, group="shift-run", exit_on_error=False)
-    def _run(self, base: Engine, frame: Frame) -> None:
-        cancel, buffer = self._cancel, self._buffer
+    def _run(self, base: Engine, answer: InstructAnswer | None) -> None:
+        cancel = self._cancel
+        try:
+            if answer is None:
+                answer = self._answer(base, cancel)
+                if answer is None:
+                    return
+            self._phase = "scoring"
+
+            def progress(done: int, total: int) -> None:
+                self._scored = (done, total)
+
+            # The frame is read now, not when the run began: a switch while the instruct
+            # model answered takes effect without answering again.
+            result = score_answer(
+                base, answer, self.frame, top_k=TOP_K, on_progress=progress, cancelled=cancel
+            )
+        except Exception as exc:
+            if cancel.is_set():
+                self.post_message(ShiftFinished(None, cancelled=True, answer=answer))
+            else:
+                error = str(exc) if isinstance(exc, LocalbviError) else f"internal error: {exc}"
+                self.post_message(ShiftFinished(None, error, answer=answer))
+            return
+        if cancel.is_set():
+            self.post_message(ShiftFinished(None, cancelled=True, answer=answer))
+        else:
+            self.post_message(ShiftFinished(result, answer=answer))
+
+    def _answer(self, base: Engine, cancel: threading.Event) -> InstructAnswer | None:
+        """The instruct model's answer (under its lock); None when it was cancelled or the
+        model was busy (the screen has been told)."""
+        buffer = self._buffer
 
         def on_token(event: TokenEvent) -> None:
             if event.text:
                 buffer.push(event.text)
 
-        def scoring(n: int) -> None:
-            if cancel.is_set():
-                raise LabError("cancelled")
-            self._phase = f"scoring {n} tokens"
-
-        watched = cast(Engine, _Watched(base, scoring)) if hasattr(base, "score") else base
-        sampling = self.lapp.settings.to_sampling()
         lock = self.instruct_lock
         if lock is not None and not lock.acquire(timeout=2.0):
             self.post_message(
                 ShiftFinished(None, "the instruct model is busy (loading or answering): try again")
             )
-            return
+            return None
         try:
-            result = run_shift(
-                watched,
+            answer = instruct_answer(
+                base,
                 self.instruct,
                 self.question,
-                sampling,
+                self.lapp.settings.to_sampling(),
                 system=self.system,
-                frame=frame,
                 top_k=TOP_K,
                 on_token=on_token,
                 cancelled=cancel,
             )
-        except Exception as exc:
-            if cancel.is_set():
-                self.post_message(ShiftFinished(None, cancelled=True))
-            else:
-                error = str(exc) if isinstance(exc, LocalbviError) else f"internal error: {exc}"
-                self.post_message(ShiftFinished(None, error))
-            return
         finally:
             if lock is not None:
                 lock.release()
-        if cancel.is_set():
+        if cancel.is_set():  # a cut answer is not worth keeping for other frames
             self.post_message(ShiftFinished(None, cancelled=True))
-        else:
-            self.post_message(ShiftFinished(result))
+            return None
+        return answer
 
     def _tick(self) -> None:
         if self.running:
@@ -354,7 +372,11 @@ class ShiftScreen(Screen[None]):
                 n = self._buffer.tokens
                 self._set_status(f"answering… {n} token{'s' * (n != 1)} (escape stops)")
             else:
-                self._set_status(f"{self._phase} with the base model… (escape stops)")
+                done, total = self._scored
+                count = f" {done}/{total}" if total else "…"
+                self._set_status(
+                    f"scoring{count} with the base model, {self.frame} frame (escape stops)"
+                )
         if self.branching:
             text = self._branch_buffer.drain()
             if text:
@@ -364,14 +386,21 @@ class ShiftScreen(Screen[None]):
     @on(ShiftFinished)
     def _finished(self, message: ShiftFinished) -> None:
         self.running = False
+        self.answer = message.answer
         self._stop_timer()
         if self._rerun:
             self._rerun = False
             self._start()
             return
         if message.cancelled:
-            self._set_status("cancelled: ctrl+r runs it again", "yellow")
-            self.view.show_text("Cancelled before the answer was scored.", style="dim")
+            if message.answer is not None:
+                self._set_status(
+                    "scoring cancelled: f re-scores, ctrl+r runs it all again", "yellow"
+                )
+                self.view.show_text(message.answer.text, style="dim")
+            else:
+                self._set_status("cancelled: ctrl+r runs it again", "yellow")
+                self.view.show_text("Cancelled before the answer was scored.", style="dim")
             return
         if message.result is None:
             self._fail(message.error)
@@ -406,11 +435,16 @@ class ShiftScreen(Screen[None]):
         self.frame = cast(Frame, value)
         if self.base is None:
             return
-        if self.running:
+        if not self.running:
+            self._start()  # re-scores the answer it has
+        elif self._phase == "scoring":
+            # Stop scoring under the old frame; the same answer is scored again under this
+            # one. While the instruct model answers there is nothing to stop: the run reads
+            # the frame when it starts scoring.
             self._rerun = True
-            self._cancel_all()
-        else:
-            self._start()
+            self._cancel.set()
+            with contextlib.suppress(Exception):
+                self.base.cancel()
 
     def action_cycle_frame(self) -> None:
         frames = [value for _, value in FRAME_CHOICES]
@@ -421,9 +455,11 @@ class ShiftScreen(Screen[None]):
         select.value = following  # Select.Changed runs it again in that frame
 
     def action_rerun(self) -> None:
+        """Everything again: a new instruct answer, then its score."""
         if self.running or self.branching:
             self.notify("Wait for the current run to finish, or press escape to stop it")
         elif self.base is not None:
+            self.answer = None
             self._start()
 
     # -- branch -----------------------------------------------------------------------------
@@ -544,6 +580,26 @@ def open_shift_from_compare(screen: CompareScreen) -> None:
     )
 
 
+def chat_scope(turn: int, turns: int) -> str:
+    """What the view scores when it starts from reply `turn` of a chat of `turns` questions.
+
+    The method is single-turn (Lin et al. score one question and its answer), so earlier turns
+    are left out for both models rather than folded into the base model's frame: the base
+    model's view of a token would otherwise mix the shift with how it reads a transcript.
+    """
+    where = f"Question {turn} of {turns} in this chat, scored" if turns > 1 else "Scored"
+    if turn <= 1:
+        return (
+            f"{where} as one turn, as in the paper: the instruct model answers this question "
+            "again (greedily), and the base model scores that answer."
+        )
+    earlier = "the earlier turn is" if turn == 2 else f"the {turn - 1} earlier turns are"
+    return (
+        f"{where} as one turn, as in the paper: {earlier} left out for both models, so the "
+        "answer here can differ from the chat's."
+    )
+
+
 def base_sibling(app: LocalbviApp) -> ModelChoice:
     """The loaded instruct model's base sibling from the catalog, on disk; else a readable
     LabError naming what to download or how to pair the model."""
@@ -610,6 +666,10 @@ def open_shift_from_chat(app: LocalbviApp) -> None:
         app.notify("This reply has no question before it to score")
         return
     system = next((m.content for m in chat.history() if m.role == "system"), None)
+    scope = chat_scope(
+        sum(1 for t in turns[:index] if t.role == "user"),
+        sum(1 for t in turns if t.role == "user"),
+    )
 
     def find() -> None:
         try:
@@ -624,6 +684,7 @@ def open_shift_from_chat(app: LocalbviApp) -> None:
             names=(base.display_name, model.display_name),
             system=system,
             instruct_lock=app.engine_lock,
+            scope=scope,
         )
         app.call_from_thread(app.push_screen, screen)
 
