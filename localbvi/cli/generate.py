@@ -23,7 +23,7 @@ from localbvi.engine.types import DoneEvent, Event, Message, Sampling
 from localbvi.errors import LocalbviError, printable
 
 if TYPE_CHECKING:
-    from localbvi.sessions import SessionStore
+    from localbvi.sessions import MessageRole, SessionStore
 
 __all__ = ["register"]
 
@@ -165,7 +165,14 @@ def _chat(args: argparse.Namespace) -> int:
         history.append(Message("system", args.system))
     recorder = None
     if not args.no_save:
-        recorder = _Recorder("chat", opened.ref, title=args.message or "", system=args.system)
+        recorder = _Recorder(
+            "chat",
+            opened.ref,
+            title=args.message or "",
+            system=args.system,
+            # Saved as a base model's in-context replies: a reopened chat is headed so.
+            reply_role="incontext" if getattr(args, "in_context", False) else "assistant",
+        )
     try:
         if args.message is not None:
             return _chat_turn(opened, history, args.message, sampling, args, recorder)
@@ -275,8 +282,17 @@ class _Recorder:
     "not saved: …" on stderr, and never fails the command.
     """
 
-    def __init__(self, kind: str, model: str, *, title: str, system: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        model: str,
+        *,
+        title: str,
+        system: str | None = None,
+        reply_role: MessageRole = "assistant",
+    ) -> None:
         self.kind = kind
+        self.reply_role: MessageRole = reply_role
         self.model = model
         self.title = " ".join(title.split())[:60]
         self.system = system or ""
@@ -302,7 +318,7 @@ class _Recorder:
                 store.add_message(self.session_id, "user", prompt)
             else:
                 store.update_document(self.session_id, prompt + text)
-            store.add_reply(self.session_id, text, done)
+            store.add_reply(self.session_id, text, done, self.reply_role)
         except Exception as exc:  # whatever the database did, the reply was shown: go on
             self.failed = True
             reason = str(exc) if isinstance(exc, LocalbviError) else f"{type(exc).__name__}: {exc}"

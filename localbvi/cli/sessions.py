@@ -80,7 +80,7 @@ def _table(rows: list[SessionSummary]) -> str:
         model = models[r.id]
         model = model if len(model) <= model_w else "…" + model[-(model_w - 1) :]
         lines.append(
-            f"{r.id:>5}  {_when(r.updated_at):16}  {r.kind:10}  {model:{model_w}}  "
+            f"{r.id:>5}  {_when(r.updated_at):16}  {r.display_kind:10}  {model:{model_w}}  "
             f"{r.message_count:>4}  {printable(r.display_title)}"
         )
     return "\n".join(lines)

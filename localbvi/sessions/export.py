@@ -23,7 +23,7 @@ _ROLE_TITLES = {
     "user": "User",
     "assistant": "Assistant",
     "base": "Base model",
-    "incontext": "Base model + in-context examples",
+    "incontext": "Base model · in-context examples",
     "instruct": "Instruct model",
 }
 
@@ -69,7 +69,12 @@ def to_markdown(record: SessionRecord, *, include_superseded: bool = False) -> s
         "",
         f"- **Kind:** {record.kind}",
         f"- **Model:** `{record.model}`",
-        f"- **Mode:** {record.mode}",
+        f"- **Mode:** {record.mode}"
+        + (
+            " (a base model answering through in-context examples: not an instruct model)"
+            if record.in_context
+            else ""
+        ),
         f"- **Started:** {_iso(record.created_at)}",
         f"- **Last activity:** {_iso(record.updated_at)}",
         f"- **Session:** {record.id}",
@@ -100,6 +105,7 @@ def _record_json(record: SessionRecord, include_superseded: bool) -> dict[str, A
         "title": record.title,
         "model": record.model,
         "mode": record.mode,
+        "in_context": record.in_context,
         "system": record.system,
         "document": record.document,
         "meta": record.meta,

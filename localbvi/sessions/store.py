@@ -44,7 +44,9 @@ SessionKind = Literal["chat", "completion", "compare"]
 MessageStatus = Literal["complete", "cancelled", "error"]
 MessageRole = Literal["system", "user", "assistant", "base", "incontext", "instruct"]
 """A compare run stores its prompt as "user" and the replies as "base", "instruct" and, when
-shown, "incontext" (the base model through in-context examples)."""
+shown, "incontext" (the base model through in-context examples). A chat stores the replies of
+a base model answering through in-context examples as "incontext" too (per message: a chat can
+switch to the model's own template midway), the other replies as "assistant"."""
 
 _KINDS = ("chat", "completion", "compare")
 _STATUSES = ("complete", "cancelled", "error")
@@ -110,6 +112,12 @@ class SessionRecord:
         first = next((m.content for m in self.current if m.role == "user"), self.document)
         return _one_line(first) or f"untitled {self.kind}"
 
+    @property
+    def in_context(self) -> bool:
+        """A chat whose replies came (at least partly) from a base model answering through
+        in-context examples."""
+        return self.kind == "chat" and any(m.role == "incontext" for m in self.current)
+
 
 @dataclass(frozen=True)
 class SessionSummary:
@@ -126,11 +134,19 @@ class SessionSummary:
     """Messages still in the conversation (superseded ones not counted)."""
     created_at: float
     updated_at: float
+    in_context: bool = False
+    """A chat with replies from a base model through in-context examples."""
 
     @property
     def display_title(self) -> str:
         """The title, else the preview."""
         return self.title or self.preview or f"untitled {self.kind}"
+
+    @property
+    def display_kind(self) -> str:
+        """The kind as lists show it (10 characters at most): "in-context" for a chat with a
+        base model through in-context examples."""
+        return "in-context" if self.in_context else self.kind
 
     def to_json(self) -> dict[str, Any]:
         """The summary as plain JSON values (for `localbvi sessions --json`)."""
@@ -139,6 +155,7 @@ class SessionSummary:
             "kind": self.kind,
             "model": self.model,
             "mode": self.mode,
+            "in_context": self.in_context,
             "title": self.display_title,
             "messages": self.message_count,
             "created_at": self.created_at,
@@ -529,7 +546,9 @@ class SessionStore:
             " COALESCE((SELECT substr(m.content, 1, 400) FROM messages m"
             "   WHERE m.session_id = s.id AND m.role = 'user' AND m.superseded = 0"
             "   ORDER BY m.id LIMIT 1),"
-            "  substr(s.document, 1, 400))"
+            "  substr(s.document, 1, 400)),"
+            " s.kind = 'chat' AND EXISTS (SELECT 1 FROM messages m WHERE m.session_id = s.id"
+            "   AND m.role = 'incontext' AND m.superseded = 0)"
             " FROM sessions s"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY s.updated_at DESC, s.id DESC LIMIT ?"
@@ -557,6 +576,7 @@ def _summary(r: tuple[Any, ...]) -> SessionSummary:
         message_count=_count(r[7]),
         # The preview comes from a message: a damaged one just leaves it blank.
         preview=_one_line(r[8]) if isinstance(r[8], str) else "",
+        in_context=bool(r[9]),
     )
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import Input, Label
 
 from localbvi.cli import main
 from localbvi.engine.fake import FakeEngine
 from localbvi.engine.types import DoneEvent
-from localbvi.sessions import SessionStore
+from localbvi.sessions import SessionStore, default_db_path
 from localbvi.tui import LocalbviApp
 from localbvi.tui.screens.confirm import ConfirmScreen
 from localbvi.tui.screens.sessions import SessionsScreen
@@ -320,3 +321,96 @@ async def test_after_regenerate_and_edit_last_the_saved_session_matches_the_scre
             "Purple.",
         ]
         assert [m.content for m in record.messages if m.superseded][-1] == "Yellow."
+
+
+INCONTEXT_SCRIPT = ("Four", ".", "\n```", "\n\n")
+"""A base model's answer in the in-context frame: the answer, then the closing fence."""
+INCONTEXT_HEADING = "Base model · in-context examples"
+
+
+def headings(app: LocalbviApp) -> list[str]:
+    """The heading of each turn of the chat transcript, in order."""
+    return [str(label.render()) for label in app.main.chat.query(".message-role")]
+
+
+async def test_an_in_context_chat_is_saved_and_reopened_as_such(fake_app: AppFactory) -> None:
+    # A base model chatting through in-context examples: its reply is saved as such.
+    app = fake_app(model_ref=BASE.path, mode="chat", completion_script=INCONTEXT_SCRIPT)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.model is not None, what="model loaded")
+        await pilot.press(*"What is 2+2?", "enter")
+        chat = app.main.chat
+        await wait_until(pilot, lambda: len(chat.turns) == 2 and not chat.generating)
+        assert headings(app) == ["You", INCONTEXT_HEADING]
+        assert chat.session is not None
+        session_id = chat.session.id
+        with saved(app) as store:
+            record = store.get(session_id or 0)
+            (summary,) = store.list()
+        assert [(m.role, m.content) for m in record.messages] == [
+            ("user", "What is 2+2?"),
+            ("incontext", "Four."),
+        ]
+        assert record.in_context and summary.in_context and summary.display_kind == "in-context"
+
+    # Reopened from an app on the instruct model: the reply keeps its heading, not "Model".
+    app = fake_app(model_ref=INSTRUCT.path, completion_script=INCONTEXT_SCRIPT)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.model is not None)
+        await open_sessions(app, pilot, 1)
+        assert "in-context" in screen_text(app)  # the list's kind column
+        await pilot.press("enter")
+        chat = app.main.chat
+        await wait_until(pilot, lambda: len(chat.turns) == 2, what="the reopened chat")
+        assert headings(app) == ["You", INCONTEXT_HEADING]
+        assert "Model" not in headings(app)
+        assert chat.turns[1].content == "Four."
+        # The session's model (the base one) is loaded again and chats on in context.
+        await wait_until(pilot, lambda: app.model is not None and app.model.ref == BASE.path)
+        await pilot.press(*"And 3+3?", "enter")
+        await wait_until(pilot, lambda: len(chat.turns) == 4 and not chat.generating)
+        assert headings(app) == ["You", INCONTEXT_HEADING, "You", INCONTEXT_HEADING]
+        with saved(app) as store:
+            roles = [m.role for m in store.get(session_id or 0).messages]
+        assert roles == ["user", "incontext", "user", "incontext"]
+
+
+async def test_sessions_screen_says_how_many_damaged_rows_it_left_out(
+    fake_app: AppFactory,
+) -> None:
+    _doc_id, chat_id = seed_sessions()
+    # Rows another tool wrote with values of the wrong types.
+    conn = sqlite3.connect(default_db_path(), isolation_level=None)
+    for model, created in ((b"\x00\xff", 1.7e9), ("m", "yesterday")):
+        conn.execute(
+            "INSERT INTO sessions (kind, model, mode, created_at, updated_at)"
+            " VALUES ('chat', ?, 'chat', ?, 1.9e9)",
+            (model, created),
+        )
+    conn.execute(  # and a message of the good chat
+        "INSERT INTO messages (session_id, role, content, created_at) VALUES (?, 'robot', 'x', 1)",
+        (chat_id,),
+    )
+    conn.close()
+    app = fake_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await wait_until(pilot, lambda: app.model is not None)
+        listing = await open_sessions(app, pilot, 2)
+        note = str(app.screen.query_one("#sessions-note", Label).render())
+        assert note.startswith("2 damaged sessions in the database left out · 2 sessions")
+        assert listing.sessions[0].id == chat_id
+        # A search the damaged rows do not match has nothing to say about them.
+        await pilot.press(*"capital")
+        await wait_until(
+            pilot,
+            lambda: str(app.screen.query_one("#sessions-note", Label).render()).startswith(
+                "1 session, newest first"
+            ),
+        )
+        assert [s.id for s in listing.sessions] == [chat_id]
+        # Reopened, the chat shows its readable messages and says one was left out.
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(app.main.chat.turns) == 3, what="reopened chat")
+        await wait_until(
+            pilot, lambda: any("1 damaged message of this session" in n for n in notifications(app))
+        )

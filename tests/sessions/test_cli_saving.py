@@ -144,3 +144,18 @@ def test_runs_that_fail_before_any_token_are_not_saved(
     newest = saved_sessions()[0]
     assert newest["title"] == "Hi" and newest["messages"] == 2
     assert os.path.exists(default_db_path())
+
+
+def test_chat_in_context_is_saved_as_the_base_model_in_context(gemma_base: Path) -> None:
+    proc = cli(
+        "chat", "-m", str(gemma_base), "--in-context", "--temperature", "0",
+        "--max-tokens", "8", "--ctx", "2048", "What is 2+2?",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = saved_sessions()
+    assert row["kind"] == "chat" and row["in_context"] is True
+    export = cli("export", str(row["id"]), "--format", "json")
+    assert export.returncode == 0, export.stderr
+    messages = json.loads(export.stdout)["messages"]
+    assert [m["role"] for m in messages] == ["user", "incontext"]
+    assert messages[1]["content"] == proc.stdout.strip()

@@ -50,6 +50,7 @@ def test_sessions_json_and_search(capsys: pytest.CaptureFixture[str]) -> None:
         "kind": "chat",
         "model": "gemma-3-270m-it",
         "mode": "chat",
+        "in_context": False,
         "title": "Why is the sky blue?",
         "messages": 2,
         "created_at": rows[1]["created_at"],
@@ -114,3 +115,29 @@ def test_export_all_includes_the_replaced_replies_marked(
     ]
     assert main(["sessions", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["messages"] == 2
+
+
+def test_an_in_context_chat_is_listed_and_exported_as_such(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plain, _ = _seed()
+    with SessionStore() as store:
+        chat = store.create("chat", "gemma-3-270m", "chat")
+        store.add_message(chat.id, "user", "What is 2+2?")
+        store.add_message(chat.id, "incontext", "Four.")
+    assert main(["sessions"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    kinds = {int(line.split()[0]): line.split()[3] for line in lines[1:]}
+    assert kinds[chat.id] == "in-context" and kinds[plain] == "chat"
+    assert main(["sessions", "--json"]) == 0
+    rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[chat.id]["in_context"] is True and rows[plain]["in_context"] is False
+    assert main(["export", str(chat.id)]) == 0
+    md = capsys.readouterr().out
+    assert "- **Mode:** chat (a base model answering through in-context examples" in md
+    assert "## Base model · in-context examples\n\nFour." in md
+    assert main(["export", str(plain)]) == 0
+    assert "in-context" not in capsys.readouterr().out
+    assert main(["export", str(chat.id), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["in_context"] is True and data["messages"][1]["role"] == "incontext"

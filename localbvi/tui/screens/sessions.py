@@ -94,13 +94,13 @@ class SessionsScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, group="sessions-list", exit_on_error=False)
     def _list(self, query: str) -> None:
         try:
-            rows = self.lapp.sessions.run(lambda store: store.list(query)).result()
-            error = ""
+            found = self.lapp.sessions.run(lambda store: store.listing(query)).result()
+            rows, skipped, error = found.sessions, found.skipped, ""
         except Exception as exc:
-            rows, error = [], str(exc)
-        self.app.call_from_thread(self._show, rows, query, error)
+            rows, skipped, error = [], 0, str(exc)
+        self.app.call_from_thread(self._show, rows, query, error, skipped)
 
-    def _show(self, rows: list[SessionSummary], query: str, error: str) -> None:
+    def _show(self, rows: list[SessionSummary], query: str, error: str, skipped: int = 0) -> None:
         self.session_list.set_sessions(rows)
         if error:
             note = f"The sessions cannot be read: {error}"
@@ -108,9 +108,14 @@ class SessionsScreen(ModalScreen[None]):
             note = f"No session contains {query!r}" if query.strip() else "No saved sessions yet"
         else:
             note = (
-                f"{len(rows)} sessions, newest first · Enter reopens · "
+                f"{len(rows)} session{'' if len(rows) == 1 else 's'}, newest first · "
+                "Enter reopens · "
                 "F2/F3 export (F4: with replaced replies) · ctrl+d deletes"
             )
+        if skipped and not error:
+            # Rows another tool wrote with wrong types (or a damaged file): said, never a crash.
+            plural = "session" if skipped == 1 else "sessions"
+            note = f"{skipped} damaged {plural} in the database left out · " + note
         self.query_one("#sessions-note", Label).update(note)
 
     @on(Input.Changed, "#search")
@@ -154,6 +159,13 @@ class SessionsScreen(ModalScreen[None]):
     def _reopened(self, record: SessionRecord) -> None:
         self.dismiss(None)
         self.lapp.reopen_session(record)
+        if record.skipped:
+            plural = "message" if record.skipped == 1 else "messages"
+            self.notify(
+                f"{record.skipped} damaged {plural} of this session left out",
+                title="Part of the session cannot be shown",
+                severity="warning",
+            )
 
     def action_delete(self) -> None:
         from localbvi.tui.screens.confirm import ConfirmScreen

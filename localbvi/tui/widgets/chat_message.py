@@ -14,6 +14,9 @@ __all__ = ["ChatMessage"]
 
 Outcome = Literal["done", "cancelled", "error"]
 
+INCONTEXT_HEADING = "Base model · in-context examples"
+"""The heading of a reply a base model wrote through in-context examples."""
+
 
 class ChatMessage(Vertical, can_focus=True):
     """A user or assistant message; focus it and press c to copy it."""
@@ -31,16 +34,20 @@ class ChatMessage(Vertical, can_focus=True):
         outcome: Outcome | None = None,
         note: str = "",
         title: str = "",
+        in_context: bool = False,
     ) -> None:
         """`outcome` and `note` show a finished reply at once (a reopened session); `title`
-        replaces the role's heading (a base model answering through in-context examples)."""
+        replaces the role's heading (a base model answering through in-context examples).
+        `in_context`: a reply of a base model through in-context examples, saved as such
+        (role "incontext"), headed so unless `title` says otherwise."""
         super().__init__(classes=f"-{role}" + (f" -{outcome}" if outcome else ""))
         self.role = role
         self.content = content
         self.streaming = streaming
         self.outcome: Outcome | None = outcome
         self._note = note
-        self._title = title
+        self.in_context = in_context
+        self._title = title or (INCONTEXT_HEADING if in_context else "")
 
     def compose(self) -> ComposeResult:
         title = self._title or {"user": "You", "assistant": "Model", "system": "System"}.get(

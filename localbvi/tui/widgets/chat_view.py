@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Input
 
 from localbvi.engine.types import DoneEvent, Message
-from localbvi.sessions import SessionRecord
+from localbvi.sessions import MessageRole, SessionRecord
 from localbvi.tui.session_log import SavedMessage, SessionHandle
 from localbvi.tui.widgets.chat_message import ChatMessage, Outcome
 from localbvi.tui.widgets.streaming_view import StreamingView
@@ -113,8 +113,9 @@ class ChatView(StreamingView):
 
     def _ask(self) -> None:
         messages = self.history()
+        in_context = self.lapp.in_context_chat
         title, events = self.lapp.chat_events(messages)  # template, or in-context examples
-        reply = ChatMessage("assistant", streaming=True, title=title)
+        reply = ChatMessage("assistant", streaming=True, title=title, in_context=in_context)
         self._reply = reply
         self._add_turn(reply)
         self.start_generation(events)
@@ -128,7 +129,10 @@ class ChatView(StreamingView):
         reply, self._reply = self._reply, None
         if reply is None:
             return
-        self._saved[id(reply)] = self.lapp.sessions.add_reply(self._session(), reply.content, done)
+        role: MessageRole = "incontext" if reply.in_context else "assistant"
+        self._saved[id(reply)] = self.lapp.sessions.add_reply(
+            self._session(), reply.content, done, role
+        )
         if done.finish_reason == "error":
             reply.finish("error", done.error)
             self.notify(done.error, title="The model could not answer", severity="error")
@@ -216,11 +220,14 @@ class ChatView(StreamingView):
             if message.role == "system":
                 continue
             note = str(message.stats.get("error", "")) if message.status == "error" else ""
+            # A base model's in-context reply is a reply of the conversation, headed as such.
+            in_context = message.role == "incontext"
             turn = ChatMessage(
-                message.role,
+                "assistant" if in_context else message.role,
                 message.content,
                 outcome=OUTCOMES[message.status] if message.role != "user" else None,
                 note=note,
+                in_context=in_context,
             )
             self._add_turn(turn)
             self._saved[id(turn)] = SavedMessage(message.id)

@@ -36,7 +36,7 @@ def session_line(summary: SessionSummary) -> Text:
     model = Path(model).name if "/" in model and not model.startswith("http") else model
     return Text.assemble(
         (f"{when(summary.updated_at):>12} ", "dim"),
-        (f" {summary.kind:^10} ", KIND_STYLE.get(summary.kind, "reverse")),
+        (f" {summary.display_kind:^10} ", KIND_STYLE.get(summary.kind, "reverse")),
         " ",
         (f"{model[:24]:<24}", "bold"),
         (f"{summary.message_count:>4} msg  ", "dim"),
