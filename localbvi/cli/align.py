@@ -3,14 +3,16 @@
 The instruct model answers greedily; the base model scores each answer token. Text output
 colours each token by category on a terminal (plain brackets elsewhere), then the percentages,
 the most often shifted tokens and a KL sparkline; `--json` prints one record per token and a
-summary.
+summary. `--frame all` scores the one answer under every frame (the instruct model answers
+once) and sets their figures side by side. "scoring n/N" goes to stderr on a terminal (or
+with `--progress`); Ctrl-C stops the scoring between chunks.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from localbvi.cli.common import (
     add_load_flags,
@@ -21,11 +23,20 @@ from localbvi.cli.common import (
     sampling_from,
 )
 from localbvi.engine.host import OpenedModel, open_model
+from localbvi.engine.types import ScoreProgress
 from localbvi.errors import LocalbviError, printable
 from localbvi.lab.compare import pair_refs
-from localbvi.lab.shift import FRAMES, PAPER_FIGURES, ShiftResult, run_shift, sparkline
+from localbvi.lab.shift import (
+    FRAMES,
+    PAPER_FIGURES,
+    Frame,
+    ShiftResult,
+    instruct_answer,
+    score_answer,
+    sparkline,
+)
 
-__all__ = ["register", "shift_report"]
+__all__ = ["frames_table", "register", "shift_report"]
 
 _COLOURS = {"unshifted": "", "marginal": "\x1b[33m", "shifted": "\x1b[1;31m"}
 _MARKS = {"unshifted": ("", ""), "marginal": ("[", "]"), "shifted": ("[[", "]]")}
@@ -47,10 +58,16 @@ def register(sub: Any) -> None:
     p.add_argument("--system", metavar="TEXT", help="a system message for the instruct model")
     p.add_argument(
         "--frame",
-        choices=tuple(FRAMES),
+        choices=(*FRAMES, "all"),
         default="plain",
         help="what the base model sees before the answer: "
-        + "; ".join(f"{k}: {v}" for k, v in FRAMES.items()),
+        + "; ".join(f"{k}: {v}" for k, v in FRAMES.items())
+        + "; all: the one answer scored under each frame, figures side by side",
+    )
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="print 'scoring n/N' to stderr even when it is not a terminal",
     )
     p.add_argument(
         "--candidates",
@@ -82,35 +99,80 @@ def _shift(args: argparse.Namespace) -> int:
         base_ref, instruct_ref = pair_refs(args.base, args.instruct)
     except LocalbviError as exc:
         return _fail(args, exc)
+    frames: list[Frame] = list(FRAMES) if args.frame == "all" else [args.frame]
     opened: list[OpenedModel] = []
+    results: list[ShiftResult] = []
     try:
         config = load_config_from(args)
         base = open_model(base_ref, config, on_progress=progress_printer())
         opened.append(base)
         instruct = open_model(instruct_ref, config, on_progress=progress_printer())
         opened.append(instruct)
-        result = run_shift(
+        answer = instruct_answer(
             base.engine,
             instruct.engine,
             question,
             sampling_from(args),
             system=args.system,
-            frame=args.frame,
             top_k=args.score_top_k,
         )
+        for frame in frames:
+            with _ScoringProgress(frame, args.progress) as show:
+                results.append(
+                    score_answer(
+                        base.engine, answer, frame, top_k=args.score_top_k, on_progress=show
+                    )
+                )
     except LocalbviError as exc:
         return _fail(args, exc)
     finally:
         for model in opened:
             model.engine.close()
     if args.json:
-        for token in result.tokens:
-            emit_json(token.to_json())
-        emit_json(result.summary_json())
+        for result in results:
+            for token in result.tokens:
+                record = token.to_json()
+                if len(results) > 1:  # which frame each record belongs to
+                    record["frame"] = result.frame
+                emit_json(record)
+            emit_json(result.summary_json())
     else:
-        sys.stdout.write(shift_report(result, colour=sys.stdout.isatty()))
+        report = shift_report(results[0], colour=sys.stdout.isatty())
+        if len(results) > 1:
+            report += "\n" + frames_table(results)
+        sys.stdout.write(report)
         sys.stdout.flush()
     return 0
+
+
+class _ScoringProgress:
+    """'scoring n/N' on stderr while the base model scores: one updating line on a terminal,
+    a line per report with `--progress` elsewhere, nothing otherwise; the line is cleared
+    (terminal) when scoring ends."""
+
+    def __init__(self, frame: str, forced: bool, stream: TextIO | None = None) -> None:
+        self.err = stream or sys.stderr
+        self.tty = self.err.isatty()
+        self.on = self.tty or forced
+        self.frame = frame
+        self.drawn = False
+
+    def __enter__(self) -> ScoreProgress | None:
+        return self.show if self.on else None
+
+    def show(self, done: int, total: int) -> None:
+        text = f"scoring {done}/{total} ({self.frame} frame)"
+        if self.tty:
+            self.err.write(f"\r{text}   ")
+            self.drawn = True
+        else:
+            self.err.write(text + "\n")
+        self.err.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.drawn:
+            self.err.write("\r\x1b[K")
+            self.err.flush()
 
 
 def _fail(args: argparse.Namespace, exc: LocalbviError) -> int:
@@ -149,4 +211,21 @@ def shift_report(result: ShiftResult, *, colour: bool) -> str:
     lines.append(f"({legend}; the paper: " + "; ".join(
         f"{name} {u}/{m}/{s} %" for name, u, m, s in PAPER_FIGURES
     ) + ")")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def frames_table(results: list[ShiftResult]) -> str:
+    """The figures of one answer scored under several frames, a row per frame."""
+    lines = [
+        f"{len(results[0].tokens)} tokens of one answer, scored under each frame:",
+        f"  {'frame':<10}{'unshifted':>11}{'marginal':>10}{'shifted':>9}{'mean KL':>9}",
+    ]
+    for result in results:
+        pct = result.percentages()
+        kl = result.kl_series()
+        mean = sum(kl) / len(kl) if kl else 0.0
+        lines.append(
+            f"  {result.frame:<10}{pct['unshifted']:>9.1f} %{pct['marginal']:>8.1f} %"
+            f"{pct['shifted']:>7.1f} %{mean:>9.3f}"
+        )
     return "\n".join(lines) + "\n"
