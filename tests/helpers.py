@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from localbvi.tui import LocalbviApp
     from localbvi.tui.services import StaticServices
 
+from localbvi.engine.fake import FakeEngine
+from localbvi.engine.types import Alternative, Event, Message, Sampling, TokenEvent
 from localbvi.tui.state import ModelChoice
 
 SIZE = (100, 32)
@@ -172,3 +174,27 @@ def notifications(app: LocalbviApp) -> list[str]:
     """Every notification shown so far (title: message), oldest first."""
     seen: list[str] = app._seen_notifications  # type: ignore[attr-defined]
     return seen
+
+
+class ProbsFakeEngine(FakeEngine):
+    """A FakeEngine whose tokens carry alternatives (the real engine's `top_probs`)."""
+
+    def _with_alternatives(self, events: Iterator[Event], sampling: Sampling) -> Iterator[Event]:
+        for event in events:
+            if isinstance(event, TokenEvent) and sampling.top_probs:
+                event = TokenEvent(
+                    event.text,
+                    event.id,
+                    (
+                        Alternative(event.text, event.id, 0.6),
+                        Alternative(" maybe", 900 + event.id, 0.3),
+                        Alternative(" never", 950 + event.id, 0.05),
+                    ),
+                )
+            yield event
+
+    def complete(self, prompt: str | Sequence[int], sampling: Sampling) -> Iterator[Event]:
+        return self._with_alternatives(super().complete(prompt, sampling), sampling)
+
+    def chat(self, messages: Sequence[Message], sampling: Sampling) -> Iterator[Event]:
+        return self._with_alternatives(super().chat(messages, sampling), sampling)

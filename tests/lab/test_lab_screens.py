@@ -5,7 +5,6 @@ Most tests run on FakeEngines (fast, scripted); the last ones on the real Gemma 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from textual.pilot import Pilot
 
 from localbvi.engine.fake import FakeEngine
-from localbvi.engine.types import Alternative, Event, Message, Sampling, TokenEvent
+from localbvi.engine.types import Message
 from localbvi.tui import LocalbviApp, make_app
 from localbvi.tui.screens.compare import CompareScreen
 from localbvi.tui.screens.experiments import ExperimentsScreen
@@ -21,7 +20,7 @@ from localbvi.tui.screens.token_probs import TokenProbsScreen
 from localbvi.tui.screens.xray import XrayScreen
 from localbvi.tui.services import StaticServices
 from localbvi.tui.state import AppSettings, ModelChoice
-from tests.helpers import wait_until
+from tests.helpers import ProbsFakeEngine, wait_until
 
 SIZE = (120, 36)
 BASE = ModelChoice(
@@ -36,30 +35,6 @@ INSTRUCT = ModelChoice(
     kind="instruct",
     path="/models/demo-270m-it.gguf",
 )
-
-
-class ProbsFakeEngine(FakeEngine):
-    """A FakeEngine whose tokens carry alternatives (the real engine's `top_probs`)."""
-
-    def _with_alternatives(self, events: Iterator[Event], sampling: Sampling) -> Iterator[Event]:
-        for event in events:
-            if isinstance(event, TokenEvent) and sampling.top_probs:
-                event = TokenEvent(
-                    event.text,
-                    event.id,
-                    (
-                        Alternative(event.text, event.id, 0.6),
-                        Alternative(" maybe", 900 + event.id, 0.3),
-                        Alternative(" never", 950 + event.id, 0.05),
-                    ),
-                )
-            yield event
-
-    def complete(self, prompt: str | Sequence[int], sampling: Sampling) -> Iterator[Event]:
-        return self._with_alternatives(super().complete(prompt, sampling), sampling)
-
-    def chat(self, messages: Sequence[Message], sampling: Sampling) -> Iterator[Event]:
-        return self._with_alternatives(super().chat(messages, sampling), sampling)
 
 
 def build_app(settings: AppSettings | None = None, **engine_kwargs: Any) -> LocalbviApp:
