@@ -377,10 +377,10 @@ def score_answer(
     )
 
     def progress(done: int, total: int) -> None:
-        if cancelled is not None and cancelled.is_set():
-            base.cancel()
         if on_progress is not None:
             on_progress(done, total)
+        if cancelled is not None and cancelled.is_set():
+            base.cancel()  # the engine stops before its next chunk
 
     if cancelled is not None and cancelled.is_set():
         raise LabError("scoring was cancelled")

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from localbvi.cli import main
 from localbvi.engine import LoadConfig, LocalEngine, Message, Sampling, TokenEvent, prefix_cache
+from localbvi.engine.fake import SCORE_CHUNK, FakeEngine
+from localbvi.engine.types import Alternative, Event, ScoreRequest
+from localbvi.errors import LocalbviError
 from localbvi.lab.compare import LabError
 from localbvi.lab.incontext import (
     InContextError,
@@ -22,7 +28,17 @@ from localbvi.lab.incontext import (
     stream,
     user_incontext_path,
 )
-from localbvi.lab.shift import category, check_vocab, kl_topk, run_shift, sparkline
+from localbvi.lab.shift import (
+    FRAMES,
+    ShiftResult,
+    category,
+    check_vocab,
+    instruct_answer,
+    kl_topk,
+    run_shift,
+    score_answer,
+    sparkline,
+)
 
 QUESTION = "What is the capital of France?"
 
@@ -57,19 +73,73 @@ def test_sparkline_scales_and_buckets() -> None:
 # -- token shift ----------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_shift_agrees_with_an_independent_per_position_computation(
-    base_engine: LocalEngine, instruct_engine: LocalEngine
-) -> None:
-    result = run_shift(base_engine, instruct_engine, QUESTION, Sampling(max_tokens=10))
-    assert 0 < len(result.tokens) <= 10
-    assert sum(result.counts().values()) == len(result.tokens)
-    assert sum(result.percentages().values()) == pytest.approx(100.0)
+class AltFake(FakeEngine):
+    """A fake instruct model whose tokens carry its top-k, as a real one's do."""
+
+    def chat(self, messages: Sequence[Message], sampling: Sampling) -> Iterator[Event]:
+        for event in super().chat(messages, sampling):
+            if isinstance(event, TokenEvent):
+                event = TokenEvent(event.text, event.id, (Alternative(event.text, event.id, 0.8),))
+            yield event
+
+
+def fake_pair(**kwargs: Any) -> tuple[FakeEngine, FakeEngine]:
+    base, instruct = AltFake(**kwargs), AltFake(**kwargs)
+    base.load("/models/demo-base.gguf", LoadConfig())
+    instruct.load("/models/demo-it.gguf", LoadConfig())
+    return base, instruct
+
+
+def test_a_new_frame_re_scores_the_same_answer_without_asking_the_instruct_model() -> None:
+    base, instruct = fake_pair()
+    answer = instruct_answer(base, instruct, "Hi", Sampling(max_tokens=12))
+    results = {frame: score_answer(base, answer, frame) for frame in FRAMES}
+    assert [kind for kind, _ in instruct.requests] == ["chat"]  # answered once
+    assert base.requests == []  # the base model only scored
+    texts = {r.answer for r in results.values()}
+    assert texts == {answer.text} and answer.text.startswith("Sure! Here is")
+    ids = [t.id for t in answer.tokens]
+    assert [list(req.answer) for req in base.score_requests] == [ids] * 3
+    prompts = {frame: r.base_prompt for frame, r in results.items()}
+    assert prompts["plain"].startswith("# Query:") and prompts["raw"] == "Hi\n"
+    assert (
+        prompts["template"]
+        == answer.template[0]
+        == "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+    )
+    assert base.score_requests[2].prompt == answer.template[1]  # the instruct model's ids
+
+
+def test_scoring_progress_in_chunks_and_a_cancel_between_them() -> None:
+    base, instruct = fake_pair()
+    answer = instruct_answer(base, instruct, "Hi", Sampling(max_tokens=12))
+    seen: list[tuple[int, int]] = []
+    score_answer(base, answer, on_progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(4, 12), (8, 12), (12, 12)] and SCORE_CHUNK == 4
+    cancel = threading.Event()
+    seen.clear()
+
+    def stop_after_first(done: int, total: int) -> None:
+        seen.append((done, total))
+        cancel.set()
+
+    with pytest.raises(LocalbviError, match="cancelled"):
+        score_answer(base, answer, on_progress=stop_after_first, cancelled=cancel)
+    assert seen == [(4, 12)]  # the second chunk saw the cancel, no third one ran
+    assert [kind for kind, _ in instruct.requests] == ["chat"]
+
+
+def independent_categories(
+    base_engine: LocalEngine, result: ShiftResult
+) -> tuple[int, list[tuple[int, str, str]]]:
+    """The base model's rank of each answer token, one ordinary request per position (no
+    scoring code involved), compared with the batched score; returns (checked, mismatches)."""
     prompt = [t.id for t in base_engine.tokenize(result.base_prompt)]
+    if result.frame == "template":  # the instruct model's own token ids (special tokens)
+        prompt = list(result.source.template[1])
     ids = [t.id for t in result.tokens]
-    checked = 0
+    checked, wrong = 0, []
     for i, token in enumerate(result.tokens):
-        # The base model's distribution at this position, one ordinary request per position.
         step = next(
             e
             for e in base_engine.complete(
@@ -86,9 +156,80 @@ def test_shift_agrees_with_an_independent_per_position_computation(
             if any(abs(own - p) < 0.1 * own for j, p in enumerate(probs) if j != rank - 1):
                 continue
             assert token.base_prob == pytest.approx(own, abs=0.05, rel=0.25)
-        assert token.category == category(rank), (i, token, rank)
+        if token.category != category(rank):
+            wrong.append((i, token.category, category(rank)))
         checked += 1
+    return checked, wrong
+
+
+@pytest.mark.slow
+def test_shift_agrees_with_an_independent_per_position_computation(
+    base_engine: LocalEngine, instruct_engine: LocalEngine
+) -> None:
+    result = run_shift(base_engine, instruct_engine, QUESTION, Sampling(max_tokens=10))
+    assert 0 < len(result.tokens) <= 10
+    assert sum(result.counts().values()) == len(result.tokens)
+    assert sum(result.percentages().values()) == pytest.approx(100.0)
+    checked, wrong = independent_categories(base_engine, result)
+    assert wrong == []
     assert checked >= len(result.tokens) // 2
+    # The same answer re-scored under the raw frame agrees with its own per-position ranks.
+    raw = score_answer(base_engine, result.source, "raw")
+    assert raw.answer == result.answer and raw.base_prompt == QUESTION + "\n"
+    checked, wrong = independent_categories(base_engine, raw)
+    assert wrong == []
+    assert checked >= len(raw.tokens) // 2
+
+
+LONG_TEXT = (
+    "The river ran through the old town, past the mill and the market square, where the "
+    "bakers set out their bread before dawn and the first carts rattled over the stones. "
+) * 3
+
+
+@pytest.mark.slow
+def test_score_reports_progress_per_chunk_in_order(base_engine: LocalEngine) -> None:
+    prompt = [t.id for t in base_engine.tokenize("# Query:\nTell me a story.\n")]
+    answer = [t.id for t in base_engine.tokenize(LONG_TEXT)][1:]  # without its BOS
+    assert len(answer) > 3 * 32
+    seen: list[tuple[int, int]] = []
+    scores = base_engine.score(
+        ScoreRequest(tuple(prompt), tuple(answer), 5), lambda d, t: seen.append((d, t))
+    )
+    assert len(scores) == len(answer) and [s.id for s in scores] == answer
+    done = [d for d, _ in seen]
+    assert {t for _, t in seen} == {len(answer)}
+    assert done == sorted(done) and len(set(done)) == len(done)  # in order, never twice
+    steps = [b - a for a, b in zip([0, *done], done, strict=False)]
+    assert sum(steps) == len(answer) and max(steps) <= 32 and len(seen) >= 4
+
+
+@pytest.mark.slow
+def test_a_cancel_stops_scoring_between_chunks_and_the_engine_goes_on(
+    base_engine: LocalEngine,
+) -> None:
+    prompt = [t.id for t in base_engine.tokenize("# Query:\nTell me a story.\n")]
+    answer = tuple(t.id for t in base_engine.tokenize(LONG_TEXT * 2))[1:]
+    request = ScoreRequest(tuple(prompt), answer, 5)
+    seen: list[int] = []
+
+    def cancel_after_first(done: int, total: int) -> None:
+        seen.append(done)
+        if len(seen) == 1:
+            base_engine.cancel()
+
+    with pytest.raises(LocalbviError, match="scoring was cancelled"):
+        base_engine.score(request, cancel_after_first)
+    assert 1 <= len(seen) < len(answer) // 32  # stopped well before the last chunk
+    # A caller that leaves from inside its progress callback leaves the pipe in step too.
+
+    def leave(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        base_engine.score(request, leave)
+    short = ScoreRequest(tuple(prompt), answer[:8], 5)
+    assert [s.id for s in base_engine.score(short)] == list(answer[:8])
 
 
 @pytest.mark.slow
@@ -143,6 +284,37 @@ def test_cli_shift_json(
     assert summary["type"] == "summary"
     assert summary["unshifted"] + summary["marginal"] + summary["shifted"] == pytest.approx(100)
     assert isinstance(summary["top_shifted"], list)
+
+
+@pytest.mark.slow
+def test_cli_shift_all_frames_scores_one_answer_with_progress(
+    gemma_base: Path, gemma_instruct: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["shift", "--base", str(gemma_base), "--instruct", str(gemma_instruct),
+         "--max-tokens", "40", "--ctx", "512", "--json", "--frame", "all", "--progress",
+         QUESTION]
+    )  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    summaries = [r for r in records if r["type"] == "summary"]
+    assert [s["frame"] for s in summaries] == ["plain", "raw", "template"]
+    by_frame = {f: [r for r in records if r.get("frame") == f and r["type"] == "shift"]
+                for f in FRAMES}  # fmt: skip
+    ids = [r["id"] for r in by_frame["plain"]]
+    assert len(ids) == 40 and all([r["id"] for r in by_frame[f]] == ids for f in FRAMES)
+    for s in summaries:
+        tokens = by_frame[s["frame"]]
+        counts = {c: sum(category(r["rank"]) == c for r in tokens) for c in s["counts"]}
+        assert counts == s["counts"] and s["tokens"] == 40
+    # Progress on stderr (not a terminal here, so asked for): per frame, up to 40 of 40.
+    lines = captured.err.splitlines()
+    for frame in FRAMES:
+        mine = [ln for ln in lines if ln.endswith(f"({frame} frame)")]
+        assert mine[-1] == f"scoring 40/40 ({frame} frame)" and mine[0] == (
+            f"scoring 32/40 ({frame} frame)"
+        )
 
 
 def test_cli_shift_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:

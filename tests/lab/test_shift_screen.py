@@ -195,6 +195,75 @@ async def test_the_frame_switches_and_runs_again() -> None:
         )  # fmt: skip
         assert screen.result is not None
         assert screen.result.base_prompt.startswith("<bos><start_of_turn>user\nHi")
+        # Each switch re-scored the one answer: the instruct model answered once.
+        assert [kind for kind, _ in instruct.requests] == ["chat"]
+        assert len(base.score_requests) == 3
+        assert len({req.answer for req in base.score_requests}) == 1
+        assert (
+            str(screen.view.render())
+            == screen.result.answer
+            == "Sure! Here is an answer from the **fake** instruct model."
+        )
+
+
+def record_status(screen: ShiftScreen) -> list[str]:
+    """Every status line the screen shows, in order (polling could miss a short one)."""
+    seen: list[str] = []
+    show = screen._set_status
+
+    def recording(text: str, style: str = "") -> None:
+        seen.append(text)
+        show(text, style)
+
+    screen._set_status = recording  # type: ignore[method-assign]
+    return seen
+
+
+async def test_scoring_shows_its_progress_and_escape_stops_it_between_chunks() -> None:
+    app = build_app()
+    base, instruct = fake_pair(score_chunk_s=1.0)
+    screen = ShiftScreen("Hi", base=base, instruct=instruct)
+    statuses = record_status(screen)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_shift(pilot, app, screen)
+        await wait_until(pilot, lambda: any("scoring 4/12" in t for t in statuses), what="4/12")
+        line = next(t for t in statuses if "scoring 4/12" in t)
+        assert line == "scoring 4/12 with the base model, plain frame (escape stops)"
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen.running, timeout=5, what="stopped")
+        assert screen.result is None and "scoring cancelled" in screen.status
+        # It stopped between chunks: the last of the three never ran.
+        scored = [t for t in statuses if t.startswith("scoring ") and "/12" in t]
+        assert not any("scoring 12/12" in t for t in scored), scored
+        # The answer stays on screen, and f re-scores it without asking the model again.
+        assert screen.answer is not None
+        assert str(screen.view.render()) == screen.answer.text
+        await pilot.press("f")
+        await wait_until(pilot, lambda: finished(screen), timeout=15, what="re-scored")
+        assert screen.result is not None and screen.result.frame == "raw"
+        assert "done: 12 tokens scored" in screen.status
+        assert any("scoring 4/12 with the base model, raw frame" in t for t in statuses)
+        assert [kind for kind, _ in instruct.requests] == ["chat"]
+        assert len(base.score_requests) == 2
+
+
+async def test_a_frame_switch_while_scoring_re_scores_under_the_new_frame() -> None:
+    app = build_app()
+    base, instruct = fake_pair(score_chunk_s=1.0)
+    screen = ShiftScreen("Hi", base=base, instruct=instruct)
+    statuses = record_status(screen)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_shift(pilot, app, screen)
+        await wait_until(pilot, lambda: any("scoring 4/12" in t for t in statuses), what="4/12")
+        await pilot.press("f")
+        await wait_until(
+            pilot, lambda: finished(screen) and screen.result is not None, timeout=15,
+            what="the raw frame's result",
+        )  # fmt: skip
+        assert screen.result is not None and screen.result.frame == "raw"
+        assert not any("scoring 12/12" in t and "plain" in t for t in statuses)
+        assert [kind for kind, _ in instruct.requests] == ["chat"]
+        assert len(base.score_requests) == 2  # the plain scoring stopped, then raw
 
 
 async def test_branch_continues_with_the_base_model_from_the_token() -> None:
@@ -278,6 +347,29 @@ async def test_from_a_chat_reply_the_base_sibling_is_loaded_for_the_view() -> No
         await wait_until(pilot, lambda: not isinstance(app.screen, ShiftScreen), what="closed")
         assert own.info is None  # the view's own base engine closed with it
         assert app.engine.info is not None  # the app's model stays loaded
+
+
+async def test_from_a_later_chat_turn_the_view_says_what_it_scores() -> None:
+    app = build_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await chat_reply(pilot, app)
+        await pilot.press(*"And 3+3?", "enter")
+        await wait_until(
+            pilot, lambda: sum(t.outcome == "done" for t in app.main.chat.turns) == 2,
+            what="the second reply",
+        )  # fmt: skip
+        await pilot.press("f9")
+        await wait_until(pilot, lambda: isinstance(app.screen, ShiftScreen), what="shift view")
+        screen = app.screen
+        assert isinstance(screen, ShiftScreen)
+        await wait_until(pilot, lambda: finished(screen), what="the shift result")
+        assert screen.question == "And 3+3?"
+        shown = " ".join(screen_text(app).split())
+        assert "Question 2 of 2 in this chat, scored as one turn, as in the paper" in shown
+        assert "the earlier turn is left out for both models" in shown
+        # Indeed: the instruct model was asked this question alone.
+        kind, messages = app.engine.requests[-1]
+        assert kind == "chat" and [m.content for m in messages if m.role == "user"] == ["And 3+3?"]
 
 
 async def test_the_palette_opens_the_shift_view() -> None:
