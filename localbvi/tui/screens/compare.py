@@ -84,12 +84,6 @@ def model_side(side: Side) -> ModelSide:
 class CompareScreen(Screen[None]):
     """Two panes, a prompt line, and the lab's keys."""
 
-    DEFAULT_CSS = """
-    #compare-lesson { width: 1fr; padding: 0 1; background: $boost; color: $text-muted; }
-    #compare-panes { height: 1fr; }
-    #compare-prompt { margin: 0 1; }
-    """
-
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "stop_or_close", "Stop / close", id="compare.stop"),
         Binding("ctrl+r", "rerun", "Re-run, new seed", id="compare.rerun"),

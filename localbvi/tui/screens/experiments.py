@@ -33,21 +33,6 @@ __all__ = ["ExperimentsScreen"]
 class ExperimentsScreen(ModalScreen[Experiment | None]):
     """Each experiment with its title and what to look for; enter runs it, ctrl+a runs all."""
 
-    DEFAULT_CSS = """
-    ExperimentsScreen { align: center middle; }
-    #experiments-dialog {
-        width: 95%;
-        height: 90%;
-        border: thick $primary;
-        background: $surface;
-        padding: 0 1;
-    }
-    #experiments-title { text-style: bold; }
-    #experiments-list { height: 1fr; }
-    #experiments-progress { color: $text-muted; }
-    #experiments-table { height: 1fr; }
-    """
-
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "stop_or_close", "Stop / close", id="experiments.close"),
         Binding(

@@ -25,22 +25,6 @@ class TokenProbsScreen(ModalScreen[Branch | None]):
     """Left: the generated tokens. Right: the highlighted token's top-k alternatives as bars.
     Enter on an alternative dismisses with it, and the compare view branches from there."""
 
-    DEFAULT_CSS = """
-    TokenProbsScreen { align: center middle; }
-    #probs-dialog {
-        width: 90%;
-        height: 85%;
-        border: thick $primary;
-        background: $surface;
-        padding: 0 1;
-    }
-    #probs-title { text-style: bold; }
-    #probs-hint { color: $text-muted; }
-    #probs-lists { height: 1fr; }
-    #probs-tokens { width: 2fr; height: 1fr; }
-    #probs-alternatives { width: 3fr; height: 1fr; }
-    """
-
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss_none", "Close", id="probs.close"),
         Binding("tab", "app.focus_next", "Tokens / alternatives", id="probs.switch", show=False),

@@ -23,24 +23,6 @@ class XrayScreen(ModalScreen[str | None]):
     """Shows the rendered prompt with special tokens highlighted and its token count against
     the context; `e` edits the raw text and ctrl+g sends exactly it (dismisses with it)."""
 
-    DEFAULT_CSS = """
-    XrayScreen { align: center middle; }
-    #xray-dialog {
-        width: 90%;
-        height: 85%;
-        border: thick $primary;
-        background: $surface;
-        padding: 0 1;
-    }
-    #xray-title { text-style: bold; }
-    #xray-body { height: 1fr; }
-    #xray-edit { height: 1fr; display: none; }
-    #xray-dialog.-editing #xray-edit { display: block; }
-    #xray-dialog.-editing #xray-body { display: none; }
-    #xray-count { color: $text-muted; }
-    #xray-count.-over { color: $error; }
-    """
-
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close", id="xray.close"),
         Binding("b", "toggle_boundaries", "Token boundaries", id="xray.boundaries"),
