@@ -28,7 +28,7 @@ pytestmark = [
 ]
 
 QUESTION = "What is 2+2?"
-MAX_TOKENS = 24
+MAX_TOKENS = 12
 """Short replies keep the file fast on two busy cores (the settings file says so)."""
 
 ISOLATED = ("LOCALBVI_CONFIG_DIR", "LOCALBVI_DATA_DIR", "LOCALBVI_CACHE_DIR", "HF_HOME")
@@ -201,6 +201,13 @@ def test_compare_three_columns(lab: Tmux) -> None:
     answer = instruct.split("chat template", 1)[1].split(" tokens · ")[0]
     assert re.search(r"\w", answer), instruct
     assert "# Query" not in incontext.split(" tokens · ")[0], incontext
+
+    # The right side runs the instruct copy: its X-ray is the question in Gemma's template.
+    lab.send("F3")
+    wait_until(lambda: "Prompt X-ray" in lab.screen(), 30, "the instruct side's X-ray", lab)
+    wait_until(lambda: "<start_of_turn>user" in lab.screen(), 30, "the chat template", lab)
+    lab.send("Escape")
+    wait_until(lambda: "Prompt X-ray" not in lab.screen(), 30, "the X-ray to close", lab)
 
 
 def test_token_shift_view(lab: Tmux) -> None:
