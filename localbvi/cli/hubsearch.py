@@ -68,13 +68,8 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_pair)
 
 
-def _size(n_bytes: int) -> str:
-    from localbvi.inspector import format_size
-
-    return format_size(n_bytes) if n_bytes > 0 else "size ?"
-
-
 def _search(args: argparse.Namespace) -> int:
+    from localbvi.inspector import format_size
     from localbvi.store.hub import hub_endpoint
     from localbvi.store.hubapi import search_gguf
 
@@ -124,7 +119,8 @@ def _search(args: argparse.Namespace) -> int:
         for o in r.quants:
             parts = f" ({len(o.files)} parts)" if len(o.files) > 1 else ""
             fit = r.ram_fit.get(o.file, "")
-            print(f"  {o.quant:<8} {_size(o.size):>9}  {fit:<9}  {r.ref(o)}{parts}")
+            size = format_size(o.size) if o.size > 0 else "size ?"
+            print(f"  {o.quant:<8} {size:>9}  {fit:<9}  {r.ref(o)}{parts}")
     print("\ndownload one with `localbvi pull REF`; find its sibling with `localbvi pair REPO`")
     return 0
 

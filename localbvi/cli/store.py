@@ -59,14 +59,8 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_import)
 
 
-def _size(n_bytes: int) -> str:
-    from localbvi.inspector import format_size
-
-    return format_size(n_bytes)
-
-
 def _pull(args: argparse.Namespace) -> int:
-    from localbvi.inspector import inspect_gguf
+    from localbvi.inspector import format_size, inspect_gguf
     from localbvi.store.library import available_memory, ram_fit
     from localbvi.store.refs import pull
 
@@ -76,17 +70,19 @@ def _pull(args: argparse.Namespace) -> int:
         fit = ram_fit(info.file_size, _N_CTX, info=info)
         avail = available_memory()
         memory = (
-            f"needs ~{_size(info.estimate_ram(_N_CTX))} at {_N_CTX} tokens of context, "
-            f"{_size(avail)} available"
+            f"needs ~{format_size(info.estimate_ram(_N_CTX))} at {_N_CTX} tokens of context, "
+            f"{format_size(avail)} available"
             if avail is not None
             else "available memory unknown"
         )
         print(f"{ref}: {resolved.path}")
-        print(f"  {resolved.display_name}, {_size(info.file_size)}; memory: {fit} ({memory})")
+        print(f"  {resolved.display_name}, {format_size(info.file_size)}; memory: {fit} ({memory})")
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
+    from localbvi.inspector import format_size
+
     rows = _model_rows()
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -109,7 +105,7 @@ def _models(args: argparse.Namespace) -> int:
             print(f"  {row['ref']:<40} {_partial_progress(row)}")
             continue
         mark = "✓" if row["on_disk"] else " "
-        size = _size(row["size"]) if row["on_disk"] else f"~{_size(row['size'])}"
+        size = format_size(row["size"]) if row["on_disk"] else f"~{format_size(row['size'])}"
         print(
             f"{mark} {row['ref']:<40} {row['kind'] or '?':<9} {row['quant'] or '?':<8} "
             f"{size:>10}  {row['ram_fit']:<10} {_source_label(row['source'])}".rstrip()
@@ -130,9 +126,11 @@ def _source_label(source: str | None) -> str:
 
 def _partial_progress(row: dict[str, Any]) -> str:
     """How far an interrupted download got, and what resumes it."""
-    kept = _size(row["size"])
+    from localbvi.inspector import format_size
+
+    kept = format_size(row["size"])
     if row["percent"] is not None:
-        done = f"{row['percent']:.0f}% of {_size(row['expected_size'])} ({kept} kept)"
+        done = f"{row['percent']:.0f}% of {format_size(row['expected_size'])} ({kept} kept)"
     else:
         done = f"{kept} kept (full size unknown)"
     resume = row["resume"] or "pull the same model again to resume"
@@ -244,19 +242,21 @@ def _partial_rows() -> list[dict[str, Any]]:
 
 
 def _rm(args: argparse.Namespace) -> int:
+    from localbvi.inspector import format_size
     from localbvi.store.library import remove
 
     freed = remove(args.ref)
     if freed:
-        print(f"removed {args.ref}: freed {_size(freed)}")
+        print(f"removed {args.ref}: freed {format_size(freed)}")
     else:
         print(f"forgot {args.ref}: the file itself was left where it is (nothing freed)")
     return 0
 
 
 def _import(args: argparse.Namespace) -> int:
+    from localbvi.inspector import format_size
     from localbvi.store.library import import_model
 
     model = import_model(args.path, copy=args.copy)
-    print(f"imported {model.display_name} ({_size(model.size)}): use it as {model.ref}")
+    print(f"imported {model.display_name} ({format_size(model.size)}): use it as {model.ref}")
     return 0

@@ -29,12 +29,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from localbvi.errors import RefError, printable, shorten
-
-if TYPE_CHECKING:
-    from localbvi.store.refs import ResolvedModel
+from localbvi.store.naming import FOREIGN_PREFIXES as _PREFIXES
+from localbvi.store.naming import Tool, guess_quant, is_foreign_ref
 
 __all__ = [
     "MAX_ENTRIES",
@@ -45,12 +44,9 @@ __all__ = [
     "is_foreign_ref",
     "locations",
     "owner",
-    "resolve",
     "scan",
     "tool_label",
 ]
-
-Tool = Literal["lmstudio", "ollama", "llama.cpp", "gpt4all"]
 
 TOOLS: dict[Tool, str] = {
     "lmstudio": "LM Studio",
@@ -60,12 +56,6 @@ TOOLS: dict[Tool, str] = {
 }
 """Each tool's key (the `source` of its models) and its name as people write it."""
 
-_PREFIXES: dict[str, Tool] = {
-    "lmstudio:": "lmstudio",
-    "ollama:": "ollama",
-    "llamacpp:": "llama.cpp",
-    "gpt4all:": "gpt4all",
-}
 _PREFIX_OF: dict[Tool, str] = {tool: prefix for prefix, tool in _PREFIXES.items()}
 
 _HOW_TO_DELETE: dict[Tool, str] = {
@@ -269,12 +259,6 @@ def _plain_size(path: Path, root_real: str) -> int | None:
     return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
-def _guess_quant(filename: str) -> str | None:
-    from localbvi.store.refs import guess_quant
-
-    return guess_quant(filename)
-
-
 # --- per tool ---------------------------------------------------------------------------------
 
 
@@ -286,7 +270,7 @@ def _scan_lmstudio(root: Path) -> Iterator[ForeignModel]:
             for path, size in _model_files(repo, root_real, budget):
                 name = f"{publisher.name}/{repo.name}/{path.name}"
                 yield ForeignModel(
-                    "lmstudio", f"lmstudio:{name}", path.name, path, size, _guess_quant(path.name)
+                    "lmstudio", f"lmstudio:{name}", path.name, path, size, guess_quant(path.name)
                 )
 
 
@@ -295,7 +279,7 @@ def _scan_flat(tool: Tool, root: Path) -> Iterator[ForeignModel]:
     root_real, budget = os.path.realpath(root), _Budget()
     for path, size in _model_files(root, root_real, budget):
         yield ForeignModel(
-            tool, f"{_PREFIX_OF[tool]}{path.name}", path.name, path, size, _guess_quant(path.name)
+            tool, f"{_PREFIX_OF[tool]}{path.name}", path.name, path, size, guess_quant(path.name)
         )
 
 
@@ -385,11 +369,6 @@ def scan(tools: tuple[Tool, ...] = tuple(TOOLS)) -> list[ForeignModel]:
 # --- references ---------------------------------------------------------------------------------
 
 
-def is_foreign_ref(ref: str) -> bool:
-    """Whether `ref` names another tool's model (`ollama:…`, `lmstudio:…`, …)."""
-    return ref.strip().lower().startswith(tuple(_PREFIXES))
-
-
 def _split_ref(ref: str) -> tuple[Tool, str]:
     text = ref.strip()
     for prefix, tool in _PREFIXES.items():
@@ -464,24 +443,9 @@ def find(ref: str) -> ForeignModel:
         folder = root.joinpath(*pieces[:-1])
         for path, size in _model_files(folder, os.path.realpath(root), _Budget()):
             if path.name == pieces[-1]:
-                quant = _guess_quant(path.name)
+                quant = guess_quant(path.name)
                 return ForeignModel(tool, ref.strip(), path.name, path, size, quant)
     raise _not_found(ref, tool)
-
-
-def resolve(ref: str) -> ResolvedModel:
-    """`find`, as the store's `ResolvedModel` (nothing to download: the file is there)."""
-    from localbvi.store.refs import ResolvedModel
-
-    model = find(ref)
-    return ResolvedModel(
-        path=model.path,
-        ref=ref,
-        display_name=f"{model.name} ({model.label})",
-        entry=None,
-        quant=model.quant,
-        kind=None,
-    )
 
 
 def owner(path: Path) -> tuple[Tool, Path] | None:

@@ -22,7 +22,7 @@ from localbvi import paths
 from localbvi.catalog import Catalog, CatalogEntry, load_catalog
 from localbvi.errors import CatalogError, RefError, printable, shorten
 from localbvi.inspector import GGUFInfo
-from localbvi.store import hub, partials
+from localbvi.store import foreign, hub, partials
 from localbvi.store.naming import (
     guess_quant,
     parse_ref,
@@ -269,8 +269,6 @@ def _demo_models(catalog: Catalog | None) -> list[LocalModel]:
 
 def _foreign_models() -> list[LocalModel]:
     """What LM Studio, Ollama, llama.cpp and GPT4All downloaded: used in place, read-only."""
-    from localbvi.store import foreign
-
     return [
         LocalModel(m.path, m.ref, m.name, m.quant, m.size, m.tool, None, None)
         for m in foreign.scan()
@@ -408,8 +406,6 @@ def _prune(folder: Path) -> None:
 
 def _foreign_refusal(ref: str) -> str | None:
     """The one-line refusal for another tool's model (by its REF or by a path), else None."""
-    from localbvi.store import foreign
-
     text = ref.strip()
     if foreign.is_foreign_ref(text):
         model = foreign.find(text)  # a RefError if there is no such model

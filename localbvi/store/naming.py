@@ -17,12 +17,14 @@ from typing import Literal
 from localbvi.catalog import DEFAULT_QUANT
 from localbvi.errors import RefError, printable, shorten
 from localbvi.store import hub
-from localbvi.store.foreign import is_foreign_ref
 
 __all__ = [
+    "FOREIGN_PREFIXES",
     "MAX_REF_CHARS",
     "ParsedRef",
+    "Tool",
     "guess_quant",
+    "is_foreign_ref",
     "is_later_part",
     "parse_ref",
     "path_problem",
@@ -33,6 +35,17 @@ __all__ = [
 ]
 
 RefKind = Literal["path", "catalog", "hub-quant", "hub-file", "foreign"]
+
+Tool = Literal["lmstudio", "ollama", "llama.cpp", "gpt4all"]
+"""Another tool whose downloaded models are used where they are (`store/foreign.py`)."""
+
+FOREIGN_PREFIXES: dict[str, Tool] = {
+    "lmstudio:": "lmstudio",
+    "ollama:": "ollama",
+    "llamacpp:": "llama.cpp",
+    "gpt4all:": "gpt4all",
+}
+"""How a reference names another tool's model (`ollama:llama3.2:1b`)."""
 
 MAX_REF_CHARS = 4096
 """Longest reference accepted: the longest path Linux can open (PATH_MAX)."""
@@ -186,6 +199,11 @@ def parse_ref(ref: str) -> ParsedRef:
     if not filename.lower().endswith(".gguf"):
         raise RefError(f"'{shown}': '{user_text(filename, 60)}' is not a .gguf file")
     return ParsedRef("hub-file", ref, repo=repo, filename=filename, quant=guess_quant(filename))
+
+
+def is_foreign_ref(ref: str) -> bool:
+    """Whether `ref` names another tool's model (`ollama:…`, `lmstudio:…`, …)."""
+    return ref.strip().lower().startswith(tuple(FOREIGN_PREFIXES))
 
 
 def guess_quant(filename: str) -> str | None:

@@ -134,7 +134,9 @@ def _resolve(
     refresh: bool,
 ) -> ResolvedModel:
     if foreign.is_foreign_ref(ref):  # another tool's file: nothing to download or refresh
-        return foreign.resolve(ref)
+        model = foreign.find(ref)
+        label = f"{model.name} ({model.label})"
+        return ResolvedModel(model.path, ref, label, entry=None, quant=model.quant, kind=None)
     parsed = parse_ref(ref)
     if parsed.kind == "hub-file" and safe_is_file(Path(ref).expanduser()):
         parsed = ParsedRef("path", ref, path=Path(ref).expanduser())
