@@ -237,6 +237,8 @@ def _run_all(args: argparse.Namespace) -> int:
                 experiments,
                 lambda e: _experiment_sampling(args, e),
                 names=(base.display_name, instruct.display_name),
+                refs=(base_ref, instruct_ref),
+                sampling=_sampling(args),
                 on_progress=lambda p: print(f"{p} …", file=sys.stderr, flush=True),
                 cancelled=cancelled,
             )

@@ -340,9 +340,15 @@ def _cancelled_before_start(run: SideRun, on_event: OnEvent | None) -> SideRun:
     return run
 
 
-def side_sampling(request: SideRequest, sampling: Sampling) -> Sampling:
-    """What a side samples with: the in-context side adds its stops and repetition penalty."""
-    return incontext_sampling(sampling) if request.mode == "incontext" else sampling
+def side_sampling(
+    request: SideRequest, sampling: Sampling, examples: InContext | None = None
+) -> Sampling:
+    """What a side samples with: the in-context side adds its stops and repetition penalty,
+    and keeps only the stops of `sampling` that cannot cut an answer in its frame (checked
+    against `examples`, else the request's own, else the frame alone)."""
+    if request.mode != "incontext":
+        return sampling
+    return incontext_sampling(sampling, examples or request.examples)
 
 
 def run_side(
@@ -376,7 +382,7 @@ def run_side(
             if prime is not None:  # the preamble's state comes from the prefix cache on disk
                 prime(preamble_text(examples, request.messages))
             return engine.complete(
-                build_prompt(examples, request.messages), side_sampling(request, sampling)
+                build_prompt(examples, request.messages), side_sampling(request, sampling, examples)
             )
         # Swapped template or raw: send the prepared text exactly as the X-ray shows it.
         return engine.complete(

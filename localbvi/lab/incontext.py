@@ -27,6 +27,7 @@ __all__ = [
     "STOP",
     "InContext",
     "InContextError",
+    "answer_stops",
     "build_prompt",
     "bundled_incontext",
     "clean_answer",
@@ -191,10 +192,28 @@ def clean_answer(text: str) -> str:
     return text
 
 
-def incontext_sampling(sampling: Sampling) -> Sampling:
-    """`sampling` with the in-context stop string, and the repetition penalty unless set."""
+def answer_stops(stops: Sequence[str], incontext: InContext | None = None) -> tuple[str, ...]:
+    """The stop strings of `stops` that can end an in-context answer without cutting it.
+
+    Stops written for another frame (a few-shot experiment's `"\n\n"`, say) would end the
+    answer block before it is written: a stop that is only whitespace, or that occurs in the
+    frame itself or in an example answer (the shape the model is taught to write), is left
+    out. The frame's own stops (`STOP`) end the answer.
+    """
+    shapes = [_exchange("Q", "A")]
+    if incontext is not None:
+        shapes += [answer for _, answer in incontext.examples]
+    return tuple(
+        s for s in dict.fromkeys(stops) if s.strip() and not any(s in shape for shape in shapes)
+    )
+
+
+def incontext_sampling(sampling: Sampling, incontext: InContext | None = None) -> Sampling:
+    """`sampling` with the in-context stop strings (and only those of its own that make sense
+    in the frame: `answer_stops`), and the repetition penalty unless set."""
     penalty = sampling.repeat_penalty if sampling.repeat_penalty != 1.0 else REPEAT_PENALTY
-    return replace(sampling, stop=(*sampling.stop, *STOP), repeat_penalty=penalty)
+    own = answer_stops(sampling.stop, incontext)
+    return replace(sampling, stop=(*own, *STOP), repeat_penalty=penalty)
 
 
 def stream(
@@ -213,7 +232,7 @@ def stream(
     prime = getattr(engine, "prime", None)
     if prime is not None:
         prime(preamble_text(incontext, messages))
-    return engine.complete(prompt, incontext_sampling(sampling))
+    return engine.complete(prompt, incontext_sampling(sampling, incontext))
 
 
 _FENCE = "```"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "SEED_IDS",
     "Cell",
     "Column",
+    "ModelLabel",
     "Progress",
     "Report",
     "Row",
@@ -44,6 +46,7 @@ __all__ = [
     "render_json",
     "render_markdown",
     "run_report",
+    "sampling_line",
     "to_json",
 ]
 
@@ -117,6 +120,27 @@ class Row:
 
     experiment: Experiment
     cells: dict[Column, Cell] = field(default_factory=dict)
+    sampling: Sampling | None = None
+    """What its cells sampled with (the shared settings and the experiment's overrides)."""
+
+
+@dataclass(frozen=True)
+class ModelLabel:
+    """Which model ran a side: enough to tell two files with the same GGUF name apart."""
+
+    name: str
+    """The display name (catalog name, GGUF metadata name or file stem)."""
+    ref: str = ""
+    """What the user named: a path, a catalog id or a Hub ref."""
+    path: str = ""
+    """The loaded file ("" for a model a server runs)."""
+
+    @property
+    def file_name(self) -> str:
+        return os.path.basename(self.path) if self.path else ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "ref": self.ref, "path": self.path, "file": self.file_name}
 
 
 @dataclass
@@ -127,6 +151,10 @@ class Report:
     instruct_name: str
     rows: list[Row] = field(default_factory=list)
     cancelled: bool = False
+    models: tuple[ModelLabel, ModelLabel] | None = None
+    """The base and instruct models (name, reference, file)."""
+    sampling: Sampling | None = None
+    """The shared sampling settings (each experiment may override some: see `Row.sampling`)."""
 
     @property
     def failed(self) -> list[tuple[Row, Cell]]:
@@ -228,6 +256,12 @@ def _instruct_cell(
     return Cell("instruct", result.answer, done, shift=shift)
 
 
+def _loaded_path(engine: Engine) -> str:
+    """The file an engine loaded ("" for a server's model or an engine not loaded)."""
+    info = engine.info
+    return "" if info is None or info.remote else info.path
+
+
 def _shift_unavailable(base: Engine, instruct: Engine) -> str:
     """Why the instruct column cannot be scored by the base model ("" when it can)."""
     try:
@@ -244,6 +278,8 @@ def run_report(
     sampling_for: Callable[[Experiment], Sampling],
     *,
     names: tuple[str, str] = ("base model", "instruct model"),
+    refs: tuple[str, str] = ("", ""),
+    sampling: Sampling | None = None,
     examples: incontext.InContext | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_cell: Callable[[Row, Cell], None] | None = None,
@@ -254,17 +290,25 @@ def run_report(
     `sampling_for` gives each experiment's sampling (its own overrides applied as the caller
     decides). A failing cell holds its error and the run goes on; setting `cancelled` stops
     the running cell and skips the rest (the report then says `cancelled`).
+
+    `names` and `refs` (what the user typed) label the models in the report, with the file
+    each engine loaded; `sampling` is the shared settings the report's header states.
     """
     cancelled = cancelled or threading.Event()
     examples = examples or incontext.load_incontext()
     shift_note = _shift_unavailable(base, instruct)
-    report = Report(*names)
+    labels = tuple(
+        ModelLabel(name, ref, _loaded_path(engine))
+        for name, ref, engine in zip(names, refs, (base, instruct), strict=True)
+    )
+    report = Report(*names, models=(labels[0], labels[1]), sampling=sampling)
     total = len(experiments) * len(COLUMNS)
     index = 0
     for experiment in experiments:
-        row = Row(experiment)
+        row = Row(experiment, sampling=sampling_for(experiment))
         report.rows.append(row)
-        sampling = sampling_for(experiment)
+        assert row.sampling is not None
+        row_sampling = row.sampling
         for column in COLUMNS:
             if cancelled.is_set():
                 report.cancelled = True
@@ -274,12 +318,12 @@ def run_report(
                 on_progress(Progress(index, total, experiment, column))
             try:
                 if column == "base":
-                    cell = _base_cell(base, experiment, sampling, cancelled)
+                    cell = _base_cell(base, experiment, row_sampling, cancelled)
                 elif column == "incontext":
-                    cell = _incontext_cell(base, experiment, sampling, examples, cancelled)
+                    cell = _incontext_cell(base, experiment, row_sampling, examples, cancelled)
                 else:
                     cell = _instruct_cell(
-                        base, instruct, experiment, sampling, shift_note, cancelled
+                        base, instruct, experiment, row_sampling, shift_note, cancelled
                     )
             except Exception as exc:  # one cell's failure is shown in its cell
                 cell = (
@@ -323,13 +367,69 @@ def _md_cell(cell: Cell | None) -> str:
     return f"{_md(one_line(cell.text))}<br>*{_md(cell.figures())}*"
 
 
+_SAMPLING_WORDS: tuple[tuple[str, str], ...] = (
+    ("temperature", "temperature {}"),
+    ("top_p", "top-p {}"),
+    ("top_k", "top-k {}"),
+    ("min_p", "min-p {}"),
+    ("repeat_penalty", "repeat penalty {}"),
+    ("max_tokens", "max {} tokens"),
+    ("seed", "seed {}"),
+)
+
+
+def sampling_line(sampling: Sampling, shared: Sampling | None = None) -> str:
+    """The sampling settings in words ("temperature 0 · top-p 0.95 · … · stop "\n\n"");
+    with `shared`, only those that differ from it ("" when none does)."""
+    parts: list[str] = []
+    for key, words in _SAMPLING_WORDS:
+        value = getattr(sampling, key)
+        if shared is not None and value == getattr(shared, key):
+            continue
+        if key == "seed" and value is None:
+            parts.append("random seed")
+        else:
+            parts.append(words.format(f"{value:g}" if isinstance(value, float) else value))
+    if sampling.stop and (shared is None or sampling.stop != shared.stop):
+        parts.append("stop " + ", ".join(json.dumps(s, ensure_ascii=False) for s in sampling.stop))
+    elif shared is not None and shared.stop and not sampling.stop:
+        parts.append("no stop strings")
+    return " · ".join(parts)
+
+
+def _model_lines(report: Report) -> list[str]:
+    """Which base and instruct models ran: display name, file name and what the user named
+    (two files with the same GGUF name differ in their reference or folder)."""
+    models = report.models or (ModelLabel(report.base_name), ModelLabel(report.instruct_name))
+    out: list[str] = []
+    for role, label in zip(("base", "instruct"), models, strict=True):
+        line = f"- {role} model: **{_md(one_line(label.name, 80))}**"
+        if label.file_name:
+            line += f" · file `{_md(one_line(label.file_name, 120))}`"
+        if label.ref:
+            line += f" · {_md(one_line(label.ref, 200))}"
+        if label.path and label.path != label.ref:
+            line += f" ({_md(one_line(label.path, 200))})"
+        out.append(line)
+    return out
+
+
 def render_markdown(report: Report) -> str:
-    """The report as a Markdown document: a heading, the table, and how to read it."""
+    """The report as a Markdown document: a heading, the models and sampling, the table, and
+    how to read it."""
     out = [
         "# Base vs instruct: the seed table",
         "",
-        f"- base model: {_md(one_line(report.base_name))}",
-        f"- instruct model: {_md(one_line(report.instruct_name))}",
+        *_model_lines(report),
+    ]
+    if report.sampling is not None:
+        out.append(
+            f"- sampling: {_md(sampling_line(report.sampling))}; an experiment's own settings, "
+            "shown under its id, override these; the in-context column stops at "
+            f"`{incontext.STOP[0]}`, keeps only the stops that cannot cut its answer block "
+            f"(not a blank line) and uses repeat penalty {incontext.REPEAT_PENALTY:g} unless set"
+        )
+    out += [
         "- columns: the base model continuing the text raw; the base model answering through "
         "in-context examples (`# Query:` / `# Answer:`); the instruct model answering through "
         "its chat template (greedy)",
@@ -343,6 +443,10 @@ def render_markdown(report: Report) -> str:
     for row in report.rows:
         cells = [_md_cell(row.cells.get(c)) for c in COLUMNS]
         title = f"**{_md(row.experiment.id)}**<br>{_md(one_line(row.experiment.title, 60))}"
+        if row.sampling is not None and report.sampling is not None:
+            own = sampling_line(row.sampling, report.sampling)
+            if own:
+                title += f"<br>*{_md(one_line(own, 120))}*"
         out.append(f"| {title} | " + " | ".join(cells) + " |")
     notes = {c.shift_note for r in report.rows for c in r.cells.values() if c.shift_note}
     out.append("")
@@ -356,17 +460,30 @@ def render_markdown(report: Report) -> str:
 _C1 = re.compile("[\x7f-\x9f]")
 
 
+def _sampling_json(sampling: Sampling) -> dict[str, Any]:
+    out: dict[str, Any] = {key: getattr(sampling, key) for key, _ in _SAMPLING_WORDS}
+    out["stop"] = list(sampling.stop)
+    return out
+
+
 def to_json(report: Report) -> dict[str, Any]:
     """The report as one JSON-ready object (whole outputs, not trimmed)."""
     return {
         "type": "report",
         "base": report.base_name,
         "instruct": report.instruct_name,
+        "models": (
+            {"base": report.models[0].to_json(), "instruct": report.models[1].to_json()}
+            if report.models is not None
+            else None
+        ),
+        "sampling": None if report.sampling is None else _sampling_json(report.sampling),
         "columns": [{"id": c, "title": t} for c, t in COLUMNS.items()],
         "rows": [
             {
                 "id": row.experiment.id,
                 "title": row.experiment.title,
+                "sampling": None if row.sampling is None else _sampling_json(row.sampling),
                 "cells": {c: cell.to_json() for c, cell in row.cells.items()},
             }
             for row in report.rows

@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Label
 from localbvi.cli import main
 from localbvi.engine.fake import FakeEngine
 from localbvi.engine.types import DoneEvent, LoadConfig, Sampling
+from localbvi.lab import incontext
 from localbvi.lab.experiments import Experiment, load_experiments
 from localbvi.lab.report import (
     COLUMNS,
@@ -320,3 +321,109 @@ async def test_app_run_all_shows_progress_and_escape_cancels() -> None:
         assert len(screen.query_one(DataTable).rows) == 1
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, ExperimentsScreen))
+
+
+# -- which models and sampling; the in-context column's stops ------------------------------------
+
+
+class RecordingEngine(FakeEngine):
+    """A FakeEngine that keeps the sampling of every raw completion it is asked for."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.samplings: list[Sampling] = []
+
+    def complete(self, prompt: Any, sampling: Sampling) -> Any:
+        self.samplings.append(sampling)
+        return super().complete(prompt, sampling)
+
+
+def test_the_report_names_both_models_by_file_and_reference_and_the_sampling() -> None:
+    # Two different files with the same GGUF name, from two folders.
+    base, instruct = FakeEngine(), FakeEngine()
+    base.load("/models/a/model-Q8_0.gguf", LoadConfig())
+    instruct.load("/models/b/model-Q8_0.gguf", LoadConfig())
+    shared = Sampling(temperature=0.7, max_tokens=40, seed=7)
+    experiments = [e for e in load_experiments() if e.id in ("arithmetic", "few-shot")]
+    report = run_report(
+        base,
+        instruct,
+        experiments,
+        lambda e: e.apply(shared),
+        names=("Model Q8", "Model Q8"),
+        refs=("/models/a/model-Q8_0.gguf", "someone/model-GGUF:Q8_0"),
+        sampling=shared,
+    )
+    md = render_markdown(report)
+    lines = md.splitlines()
+    base_line = next(line for line in lines if line.startswith("- base model:"))
+    instruct_line = next(line for line in lines if line.startswith("- instruct model:"))
+    assert (
+        base_line
+        == "- base model: **Model Q8** · file `model-Q8_0.gguf` · /models/a/model-Q8_0.gguf"
+    )
+    assert instruct_line == (
+        "- instruct model: **Model Q8** · file `model-Q8_0.gguf` · someone/model-GGUF:Q8_0"
+        " (/models/b/model-Q8_0.gguf)"
+    )
+    sampling = next(line for line in lines if line.startswith("- sampling:"))
+    assert sampling.startswith(
+        "- sampling: temperature 0.7 · top-p 0.95 · top-k 40 · min-p 0.05 · repeat penalty 1"
+        " · max 40 tokens · seed 7;"
+    )
+    # Each row says what its experiment changed; the table is still one row per experiment.
+    rows = table_rows(md)
+    assert [r[0].split("<br>")[0] for r in rows] == ["**arithmetic**", "**few-shot**"]
+    few_shot = rows[1][0]
+    assert "temperature 0 · max 32 tokens · stop" in few_shot
+    assert "\\\\n\\\\n" in few_shot  # the stop "\n\n", escaped for Markdown
+    data = json.loads(render_json(report))
+    assert data["models"]["base"] == {
+        "name": "Model Q8",
+        "ref": "/models/a/model-Q8_0.gguf",
+        "path": "/models/a/model-Q8_0.gguf",
+        "file": "model-Q8_0.gguf",
+    }
+    assert data["models"]["instruct"]["path"] == "/models/b/model-Q8_0.gguf"
+    assert data["sampling"]["temperature"] == 0.7 and data["sampling"]["seed"] == 7
+    assert data["rows"][1]["sampling"]["stop"] == ["\n\n", "\nQ:"]
+
+
+def test_the_in_context_column_keeps_only_stops_that_cannot_cut_its_answer() -> None:
+    base, instruct = RecordingEngine(), FakeEngine()
+    base.load("/m/demo-base.gguf", LoadConfig())
+    instruct.load("/m/demo-it.gguf", LoadConfig())
+    few_shot = load_experiments().get("few-shot")
+    assert few_shot.apply(Sampling()).stop == ("\n\n", "\nQ:")
+    run_report(base, instruct, [few_shot], small)
+    raw, in_context = base.samplings[:2]
+    assert raw.stop == ("\n\n", "\nQ:")  # the raw base side: the experiment's own frame
+    # In context a blank line is part of an answer (and of the frame): it does not stop it.
+    assert "\n\n" not in in_context.stop
+    assert "\nQ:" in in_context.stop and "# Query" in in_context.stop
+    assert in_context.repeat_penalty == 1.1
+
+
+def test_answer_stops_drop_what_the_frame_or_the_examples_contain() -> None:
+    examples = incontext.InContext("Answer well.", (("Hi?", "Hello!\n\n- one\n- two"),), "test")
+    stops = ("\n\n", "   ", "\n- ", "```", "\nQ:", "}", "\nQ:")
+    assert incontext.answer_stops(stops) == ("\n- ", "\nQ:", "}")
+    assert incontext.answer_stops(stops, examples) == ("\nQ:", "}")
+
+
+@pytest.mark.slow
+def test_few_shot_in_context_answer_on_the_real_model_is_not_cut_at_a_blank_line(
+    base_engine: Any, instruct_engine: Any
+) -> None:
+    few_shot = load_experiments().get("few-shot")
+    report = run_report(
+        base_engine,
+        instruct_engine,
+        [few_shot],
+        lambda e: e.apply(Sampling(temperature=0.0, max_tokens=48)),
+    )
+    cell = report.rows[0].cells["incontext"]
+    assert cell.done.finish_reason in ("stop", "length"), cell
+    assert "\\n\\n" not in cell.done.stop_detail, cell.done
+    assert cell.text.strip(), cell  # an answer, not an empty cell cut at its first blank line
+    assert "Paris" in cell.text, cell.text
