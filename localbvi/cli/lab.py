@@ -19,7 +19,7 @@ from localbvi.cli.common import (
 )
 from localbvi.engine.host import OpenedModel, open_model
 from localbvi.engine.types import DoneEvent, Event, Sampling, TokenEvent
-from localbvi.errors import LocalbviError, UsageError
+from localbvi.errors import LocalbviError, UsageError, printable
 from localbvi.lab.compare import (
     SIDES,
     CompareRun,
@@ -154,7 +154,7 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     width = max((len(e.id) for e in experiments), default=0)
     for e in experiments:
-        print(f"{e.id:<{width}}  {e.title}")
+        print(printable(f"{e.id:<{width}}  {e.title}"))  # the user's file: no controls
     print("\nRun one: localbvi experiments run ID --base REF [--instruct REF]", file=sys.stderr)
     return 0
 
@@ -186,7 +186,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None  # an unknown id is a mistyped command line
     _require_models(args)
     if not args.json:
-        print(f"# {experiment.title}\n{experiment.what_to_look_for}\n")
+        print(printable(f"# {experiment.title}\n{experiment.what_to_look_for}\n"))
     the_plan = plan(
         experiment.prompt,
         system=experiment.system,
@@ -379,6 +379,9 @@ class _Printer:
     """Prints both sides: JSON Lines as they come, or text with a header and stats per side.
 
     Concurrent text output is buffered per side (two streams cannot share one terminal line).
+    Text output never passes a control sequence from a model (its output, its name, a stop
+    string) to the terminal: ESC and C0/C1 controls other than newline and tab are dropped,
+    token by token (a sequence split across tokens loses its ESC, so it stays inert text).
     """
 
     def __init__(
@@ -427,13 +430,13 @@ class _Printer:
         if isinstance(event, TokenEvent):
             if self.buffered:
                 out.append(event.text)
-            elif event.text:
-                sys.stdout.write(event.text)
+            elif text := printable(event.text):
+                sys.stdout.write(text)
                 sys.stdout.flush()
-                self.ended_with_newline[side] = event.text.endswith("\n")
+                self.ended_with_newline[side] = text.endswith("\n")
             return
         if self.buffered:
-            text = "".join(out)
+            text = printable("".join(out))
             sys.stdout.write(self._header(side) + text)
             self.ended_with_newline[side] = not text or text.endswith("\n")
         sys.stdout.write(self._footer(side, event))
@@ -441,11 +444,12 @@ class _Printer:
 
     def _header(self, side: Side) -> str:
         request = self.plan.for_side(side)
-        return f"── {side}: {self.models[side].display_name} · {request.label} ──\n"
+        name = printable(self.models[side].display_name)
+        return f"── {side}: {name} · {printable(request.label)} ──\n"
 
     def _footer(self, side: Side, done: DoneEvent) -> str:
         newline = "" if self.ended_with_newline[side] else "\n"
-        line = f"{newline}[{side_stats(done)}]\n\n"
+        line = f"{newline}[{printable(side_stats(done))}]\n\n"
         return line
 
     def flush(self) -> None:

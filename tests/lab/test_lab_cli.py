@@ -137,3 +137,53 @@ def test_compare_needs_a_prompt(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["compare", "--base", "a.gguf"])
     assert info.value.code == 2
+
+
+# -- model output never drives the terminal ---------------------------------------------------
+
+HOSTILE = (
+    "Hi",
+    "\x1b]0;pwned\x07",  # OSC: retitle the window
+    " there\x1b[2J",  # CSI: clear the screen
+    "\x1b",  # an ESC split from its sequence…
+    "[31mred",  # …whose rest arrives in the next token
+    "\r\x08\x9b1m",  # carriage return, backspace, C1 CSI
+    "\tok\n",
+)
+
+
+def fake_open_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`compare` opens FakeEngines whose output (and name) holds terminal control sequences."""
+    from localbvi.cli import lab
+    from localbvi.engine.fake import FakeEngine
+    from localbvi.engine.host import OpenedModel
+    from localbvi.engine.types import LoadConfig
+
+    def open_model(ref: str, config: LoadConfig, **_: object) -> OpenedModel:
+        engine = FakeEngine(chat_script=HOSTILE, completion_script=HOSTILE)
+        info = engine.load(ref, config)
+        kind = "base" if "base" in ref else "instruct"
+        return OpenedModel(engine, info, ref, f"evil\x1b[8m{kind}", kind)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lab, "open_model", open_model)
+
+
+@pytest.mark.parametrize("extra", [[], ["--concurrent"], ["--in-context"]])
+def test_compare_text_output_passes_no_control_sequences(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    fake_open_model(monkeypatch)
+    code = main(
+        ["compare", "--base", "/m/demo-base.gguf", "--instruct", "/m/demo-it.gguf", *extra, "Hi"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert not [c for c in out if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F]
+    # What is left is the text: the sequences are gone; streamed, the tail of one split
+    # across tokens shows as inert text (its ESC went with the token before).
+    split_tail = "" if "--concurrent" in extra else "[31m"
+    assert f"Hi there{split_tail}red1m\tok\n" in out
+    assert "pwned" not in out
+    assert "── base: evilbase · " in out and "── instruct: evilinstruct · " in out
+    sides = 3 if "--in-context" in extra else 2
+    assert out.count("[") - out.count("[31m") == sides  # one stats line per side
