@@ -265,16 +265,21 @@ def test_models_with_different_vocabularies_are_refused(
     assert "\n" not in message and "Traceback" not in message
 
 
+def cli_shift(
+    base: Path, instruct: Path, capsys: pytest.CaptureFixture[str], *flags: str
+) -> tuple[list[dict[str, Any]], str]:
+    """`localbvi shift --json` on the real pair: its records and its stderr."""
+    args = ["shift", "--base", str(base), "--instruct", str(instruct), "--ctx", "512", "--json"]
+    assert main([*args, *flags, QUESTION]) == 0
+    captured = capsys.readouterr()
+    return [json.loads(line) for line in captured.out.splitlines()], captured.err
+
+
 @pytest.mark.slow
 def test_cli_shift_json(
     gemma_base: Path, gemma_instruct: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        ["shift", "--base", str(gemma_base), "--instruct", str(gemma_instruct),
-         "--max-tokens", "6", "--ctx", "512", "--json", QUESTION]
-    )  # fmt: skip
-    assert code == 0
-    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    records, _ = cli_shift(gemma_base, gemma_instruct, capsys, "--max-tokens", "6")
     tokens, summary = records[:-1], records[-1]
     assert len(tokens) == summary["tokens"] == 6
     for r in tokens:
@@ -290,14 +295,9 @@ def test_cli_shift_json(
 def test_cli_shift_all_frames_scores_one_answer_with_progress(
     gemma_base: Path, gemma_instruct: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(
-        ["shift", "--base", str(gemma_base), "--instruct", str(gemma_instruct),
-         "--max-tokens", "40", "--ctx", "512", "--json", "--frame", "all", "--progress",
-         QUESTION]
-    )  # fmt: skip
-    assert code == 0
-    captured = capsys.readouterr()
-    records = [json.loads(line) for line in captured.out.splitlines()]
+    records, err = cli_shift(
+        gemma_base, gemma_instruct, capsys, "--max-tokens", "40", "--frame", "all", "--progress"
+    )
     summaries = [r for r in records if r["type"] == "summary"]
     assert [s["frame"] for s in summaries] == ["plain", "raw", "template"]
     by_frame = {f: [r for r in records if r.get("frame") == f and r["type"] == "shift"]
@@ -309,7 +309,7 @@ def test_cli_shift_all_frames_scores_one_answer_with_progress(
         counts = {c: sum(category(r["rank"]) == c for r in tokens) for c in s["counts"]}
         assert counts == s["counts"] and s["tokens"] == 40
     # Progress on stderr (not a terminal here, so asked for): per frame, up to 40 of 40.
-    lines = captured.err.splitlines()
+    lines = err.splitlines()
     for frame in FRAMES:
         mine = [ln for ln in lines if ln.endswith(f"({frame} frame)")]
         assert mine[-1] == f"scoring 40/40 ({frame} frame)" and mine[0] == (

@@ -75,6 +75,15 @@ async def open_shift(pilot: Pilot[Any], app: LocalbviApp, screen: ShiftScreen) -
     return screen
 
 
+async def scored(
+    pilot: Pilot[Any], app: LocalbviApp, base: FakeEngine, instruct: FakeEngine
+) -> ShiftScreen:
+    """The view on "Hi", once its first result (or error) is in."""
+    screen = await open_shift(pilot, app, ShiftScreen("Hi", base=base, instruct=instruct))
+    await wait_until(pilot, lambda: finished(screen))
+    return screen
+
+
 def finished(screen: ShiftScreen) -> bool:
     return not screen.running and (screen.result is not None or bool(screen.error))
 
@@ -177,8 +186,7 @@ async def test_the_frame_switches_and_runs_again() -> None:
     app = build_app()
     base, instruct = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_shift(pilot, app, ShiftScreen("Hi", base=base, instruct=instruct))
-        await wait_until(pilot, lambda: finished(screen))
+        screen = await scored(pilot, app, base, instruct)
         assert screen.result is not None and screen.result.frame == "plain"
         assert screen.result.base_prompt.startswith("# Query:")
         await pilot.press("f")
@@ -219,14 +227,28 @@ def record_status(screen: ShiftScreen) -> list[str]:
     return seen
 
 
+class SlowScoring:
+    """A shift view on fake models whose scoring takes a second per chunk of 4 tokens."""
+
+    def __init__(self) -> None:
+        self.app = build_app()
+        self.base, self.instruct = fake_pair(score_chunk_s=1.0)
+        self.screen = ShiftScreen("Hi", base=self.base, instruct=self.instruct)
+        self.statuses = record_status(self.screen)
+
+    async def until_scoring(self, pilot: Pilot[Any]) -> None:
+        """Open the view and wait for the first chunk of the plain frame's scoring."""
+        await open_shift(pilot, self.app, self.screen)
+        await wait_until(
+            pilot, lambda: any("scoring 4/12" in t for t in self.statuses), what="4/12"
+        )
+
+
 async def test_scoring_shows_its_progress_and_escape_stops_it_between_chunks() -> None:
-    app = build_app()
-    base, instruct = fake_pair(score_chunk_s=1.0)
-    screen = ShiftScreen("Hi", base=base, instruct=instruct)
-    statuses = record_status(screen)
-    async with app.run_test(size=SIZE) as pilot:
-        await open_shift(pilot, app, screen)
-        await wait_until(pilot, lambda: any("scoring 4/12" in t for t in statuses), what="4/12")
+    lab = SlowScoring()
+    screen, statuses, base, instruct = lab.screen, lab.statuses, lab.base, lab.instruct
+    async with lab.app.run_test(size=SIZE) as pilot:
+        await lab.until_scoring(pilot)
         line = next(t for t in statuses if "scoring 4/12" in t)
         assert line == "scoring 4/12 with the base model, plain frame (escape stops)"
         await pilot.press("escape")
@@ -248,13 +270,10 @@ async def test_scoring_shows_its_progress_and_escape_stops_it_between_chunks() -
 
 
 async def test_a_frame_switch_while_scoring_re_scores_under_the_new_frame() -> None:
-    app = build_app()
-    base, instruct = fake_pair(score_chunk_s=1.0)
-    screen = ShiftScreen("Hi", base=base, instruct=instruct)
-    statuses = record_status(screen)
-    async with app.run_test(size=SIZE) as pilot:
-        await open_shift(pilot, app, screen)
-        await wait_until(pilot, lambda: any("scoring 4/12" in t for t in statuses), what="4/12")
+    lab = SlowScoring()
+    screen, statuses, base, instruct = lab.screen, lab.statuses, lab.base, lab.instruct
+    async with lab.app.run_test(size=SIZE) as pilot:
+        await lab.until_scoring(pilot)
         await pilot.press("f")
         await wait_until(
             pilot, lambda: finished(screen) and screen.result is not None, timeout=15,
@@ -270,8 +289,7 @@ async def test_branch_continues_with_the_base_model_from_the_token() -> None:
     app = build_app()
     base, instruct = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_shift(pilot, app, ShiftScreen("Hi", base=base, instruct=instruct))
-        await wait_until(pilot, lambda: finished(screen))
+        screen = await scored(pilot, app, base, instruct)
         await pilot.press("right", "right", "right", "b")
         await wait_until(pilot, lambda: not screen.branching and "tokens" in screen.branch_text)
         # The base model continued the plain frame plus the answer before token 4.
@@ -310,8 +328,7 @@ async def test_a_mismatched_vocabulary_is_refused_in_words() -> None:
     instruct = AltFakeEngine(vocab_name="gemma")
     instruct.load(str(INSTRUCT.path), LoadConfig())
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_shift(pilot, app, ShiftScreen("Hi", base=base, instruct=instruct))
-        await wait_until(pilot, lambda: finished(screen))
+        screen = await scored(pilot, app, base, instruct)
         shown = screen_text(app)
         assert "do not share a tokenizer" in screen.error
         assert "llama vocabulary" in screen.error and "gemma vocabulary" in screen.error
