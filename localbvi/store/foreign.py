@@ -94,6 +94,8 @@ class ForeignModel:
     size: int
     """Bytes on disk, all parts together."""
     quant: str | None
+    repo: str | None = None
+    """The Hub repository its folders name (LM Studio's `PUBLISHER/REPO`), else None."""
 
     @property
     def label(self) -> str:
@@ -270,7 +272,13 @@ def _scan_lmstudio(root: Path) -> Iterator[ForeignModel]:
             for path, size in _model_files(repo, root_real, budget):
                 name = f"{publisher.name}/{repo.name}/{path.name}"
                 yield ForeignModel(
-                    "lmstudio", f"lmstudio:{name}", path.name, path, size, guess_quant(path.name)
+                    "lmstudio",
+                    f"lmstudio:{name}",
+                    path.name,
+                    path,
+                    size,
+                    guess_quant(path.name),
+                    f"{publisher.name}/{repo.name}",
                 )
 
 

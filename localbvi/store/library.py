@@ -267,12 +267,44 @@ def _demo_models(catalog: Catalog | None) -> list[LocalModel]:
     return found
 
 
-def _foreign_models() -> list[LocalModel]:
-    """What LM Studio, Ollama, llama.cpp and GPT4All downloaded: used in place, read-only."""
-    return [
-        LocalModel(m.path, m.ref, m.name, m.quant, m.size, m.tool, None, None)
-        for m in foreign.scan()
-    ]
+SIZE_TOLERANCE = 0.02
+"""How far a file's size may be from the catalog's (approximate) size and still be its file."""
+
+
+def _catalog_copy(
+    model: foreign.ForeignModel, catalog: Catalog | None
+) -> tuple[CatalogEntry, str] | None:
+    """The catalog entry and quant whose file `model` is a copy of (LM Studio keeps Hub files
+    under `PUBLISHER/REPO/FILE`): the catalog's repository and file name, or, from another
+    publisher's folder, the catalog's file name and its size (within `SIZE_TOLERANCE`)."""
+    if model.tool != "lmstudio" or catalog is None:
+        return None
+    if model.repo and (match := catalog_match(model.repo, model.path.name, catalog)):
+        return match
+    for entry in catalog:
+        for quant, quant_file in entry.files.items():
+            if quant_file.file == model.path.name and (
+                abs(model.size - quant_file.size) <= SIZE_TOLERANCE * quant_file.size
+            ):
+                return entry, quant
+    return None
+
+
+def _foreign_models(catalog: Catalog | None = None) -> list[LocalModel]:
+    """What LM Studio, Ollama, llama.cpp and GPT4All downloaded: used in place, read-only.
+
+    A copy of a catalog file in LM Studio's folder is listed as that catalog model (its name,
+    quant and kind); its reference stays the LM Studio one, the file it loads."""
+    found = []
+    for m in foreign.scan():
+        match = _catalog_copy(m, catalog)
+        if match is None:
+            found.append(LocalModel(m.path, m.ref, m.name, m.quant, m.size, m.tool, None, None))
+            continue
+        entry, quant = match
+        name = f"{entry.name} {quant}"
+        found.append(LocalModel(m.path, m.ref, name, quant, m.size, m.tool, entry, entry.repo))
+    return found
 
 
 def list_partials() -> list[partials.Partial]:
@@ -303,7 +335,7 @@ def list_local() -> list[LocalModel]:
                 None,
             )
         )
-    return models + _foreign_models()
+    return models + _foreign_models(catalog)
 
 
 # --- memory ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ggufs import make_gguf
+from ggufs import TINY_BASE, TINY_IT, make_gguf
 from othertools import flat_model, lmstudio_model, ollama_manifest, ollama_model
 
 from localbvi.cli import main
@@ -234,3 +234,40 @@ def test_older_ollama_blob_names_are_found(capsys: pytest.CaptureFixture[str]) -
     old_name = blob.with_name(blob.name.replace("sha256-", "sha256:"))
     blob.rename(old_name)
     assert _models_json(capsys)["ollama:old:7b"]["path"] == str(old_name)
+
+
+def test_lm_studio_copies_of_catalog_files_are_listed_as_the_catalog_models(
+    tiny_catalog: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The catalog's own repository, as LM Studio lays out a Hub download.
+    own = lmstudio_model("test", "tiny-GGUF", "tiny-Q4_K_M.gguf", TINY_BASE)
+    # A re-upload under another publisher: same file name, the catalog's size.
+    reupload = lmstudio_model("lmstudio-community", "tiny-it-GGUF", "tiny-it-Q4_K_M.gguf", TINY_IT)
+    # Same file name as a catalog file, but not its size: some other model.
+    impostor = lmstudio_model("someone", "other-GGUF", "tiny-Q8_0.gguf", GGUF)
+    lmstudio_model("someone", "other-GGUF", "unrelated-Q4_K_M.gguf", GGUF)
+
+    rows = _models_json(capsys)
+    base = rows["lmstudio:test/tiny-GGUF/tiny-Q4_K_M.gguf"]
+    assert (base["name"], base["kind"], base["quant"]) == ("Tiny Q4_K_M", "base", "Q4_K_M")
+    assert (base["source"], base["path"], base["read_only"]) == ("lmstudio", str(own), True)
+    assert base["repo"] == "test/tiny-GGUF"
+    it = rows["lmstudio:lmstudio-community/tiny-it-GGUF/tiny-it-Q4_K_M.gguf"]
+    assert (it["name"], it["kind"], it["path"]) == (
+        "Tiny Instruct Q4_K_M",
+        "instruct",
+        str(reupload),
+    )
+    other = rows["lmstudio:someone/other-GGUF/tiny-Q8_0.gguf"]
+    assert (other["name"], other["kind"], other["path"]) == ("tiny-Q8_0.gguf", None, str(impostor))
+    unrelated = rows["lmstudio:someone/other-GGUF/unrelated-Q4_K_M.gguf"]
+    assert (unrelated["name"], unrelated["kind"]) == ("unrelated-Q4_K_M.gguf", None)
+
+    # The text listing names them the same way, still read-only in LM Studio's folder.
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    lines = {x.split()[1]: x.split() for x in out.splitlines() if "lmstudio:" in x}
+    assert lines["lmstudio:test/tiny-GGUF/tiny-Q4_K_M.gguf"][2:4] == ["base", "Q4_K_M"]
+    assert lines["lmstudio:lmstudio-community/tiny-it-GGUF/tiny-it-Q4_K_M.gguf"][2] == "instruct"
+    assert lines["lmstudio:someone/other-GGUF/tiny-Q8_0.gguf"][2] not in ("base", "instruct")
+    assert all("LM Studio (read-only)" in " ".join(words) for words in lines.values())
