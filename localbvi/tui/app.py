@@ -33,7 +33,7 @@ from localbvi.tui.messages import (
     ModelLoading,
     OnlineChecked,
 )
-from localbvi.tui.services import Services, StoreServices
+from localbvi.tui.services import Services
 from localbvi.tui.session_log import SessionLog
 from localbvi.tui.state import (
     AppSettings,
@@ -752,7 +752,7 @@ def make_app(
         settings = settings.apply_to(Settings())
     return LocalbviApp(
         engine_factory(),
-        services=services or StoreServices(),
+        services=services or Services(),
         settings=settings,
         model_ref=model_ref,
         mode=mode,

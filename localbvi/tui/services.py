@@ -1,8 +1,8 @@
 """What the app asks of the domain layer (catalog, store, downloads), behind one small interface.
 
-The app only talks to `Services`; `StoreServices` adapts the real catalog and store modules,
-imported lazily so the first screen never waits on huggingface_hub. Tests and benchmarks use
-`StaticServices` with a fixed list of models.
+The app only talks to `Services`, which adapts the real catalog and store modules, imported
+lazily so the first screen never waits on huggingface_hub. Tests and benchmarks use
+`StaticServices`, its subclass over a fixed list of models.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from localbvi.errors import DownloadError, LocalbviError, RefError
 from localbvi.settings import RemoteServer
@@ -27,41 +27,12 @@ __all__ = [
     "ProgressCallback",
     "Services",
     "StaticServices",
-    "StoreServices",
     "all_models",
     "remote_choices",
     "search_hub",
 ]
 
 ProgressCallback = Callable[["Progress"], None]
-
-
-class Services(Protocol):
-    """The domain calls the app makes. All may block: call them from thread workers."""
-
-    def catalog_pairs(self, n_ctx: int) -> list[tuple[ModelChoice, ModelChoice]]:
-        """(base, instruct) pairs of the catalog, with download state and RAM fit."""
-        ...
-
-    def local_models(self, n_ctx: int) -> list[ModelChoice]:
-        """Models on disk (HF cache, demo model, imported files)."""
-        ...
-
-    def resolve(
-        self,
-        ref: str,
-        *,
-        download: bool,
-        on_progress: ProgressCallback | None,
-        cancel: threading.Event | None,
-    ) -> ResolvedModel:
-        """A local file for `ref`, downloading it when allowed (the store's `resolve`, which
-        the model host calls). Raises LocalbviError."""
-        ...
-
-    def is_online(self) -> bool:
-        """Whether the model Hub can be reached (False when offline mode is on)."""
-        ...
 
 
 def remote_choices(servers: Sequence[RemoteServer]) -> list[ModelChoice]:
@@ -122,8 +93,9 @@ def search_hub(text: str, n_ctx: int, limit: int = 20) -> tuple[list[ModelChoice
     return rows, len(results)
 
 
-class StoreServices:
-    """`Services` over the real catalog and store modules (imported on first use)."""
+class Services:
+    """The domain calls the app makes, over the real catalog and store modules (imported on
+    first use). All may block: call them from thread workers."""
 
     def __init__(self) -> None:
         # The store's modules import one another: two worker threads importing them at once
@@ -133,6 +105,7 @@ class StoreServices:
         import localbvi.store.hubapi  # noqa: F401
 
     def catalog_pairs(self, n_ctx: int) -> list[tuple[ModelChoice, ModelChoice]]:
+        """(base, instruct) pairs of the catalog, with download state and RAM fit."""
         from localbvi.catalog import load_catalog
 
         return [
@@ -141,6 +114,7 @@ class StoreServices:
         ]
 
     def local_models(self, n_ctx: int) -> list[ModelChoice]:
+        """Models on disk (HF cache, demo model, imported files, other tools' models)."""
         from localbvi.store import library
 
         return [
@@ -167,11 +141,14 @@ class StoreServices:
         on_progress: ProgressCallback | None,
         cancel: threading.Event | None,
     ) -> ResolvedModel:
+        """A local file for `ref`, downloading it when allowed (the store's `resolve`, which
+        the model host calls). Raises LocalbviError."""
         from localbvi.store.refs import resolve
 
         return resolve(ref, download=download, on_progress=on_progress, cancel=cancel)
 
     def is_online(self) -> bool:
+        """Whether the model Hub can be reached (False when offline mode is on)."""
         # Through any proxy set in the environment: a raw TCP connect misjudges networks
         # where only a proxy gets out.
         from localbvi.store.hubapi import hub_reachable
@@ -211,8 +188,9 @@ def _resolved(path: str, ref: str, name: str, choice: ModelChoice | None) -> Res
     return ResolvedModel(Path(path), ref, name, None, quant, kind)
 
 
-class StaticServices:
-    """`Services` over fixed lists, with simulated downloads, for tests and benchmarks.
+class StaticServices(Services):
+    """`Services` over fixed lists, with simulated downloads, for tests and benchmarks (it
+    overrides every call, so nothing reaches the real store or the network).
 
     `downloads` maps a ref to the file its download produces; a download takes
     `download_s` seconds in `steps` progress updates and honours `cancel`.

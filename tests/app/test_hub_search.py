@@ -1,6 +1,6 @@
 """Searching the Hub from the app: picker → ctrl+f → results → Enter downloads and loads.
 
-The real store (`StoreServices`) talks to the Hub stand-in on loopback (search, model info,
+The real store (`Services`) talks to the Hub stand-in on loopback (search, model info,
 file trees, downloads) and the app's online check asks it over HTTP; the engine is the
 FakeEngine, so the test checks what is listed, what is downloaded and which file is loaded.
 """
@@ -24,7 +24,7 @@ from localbvi.engine.fake import FakeEngine
 from localbvi.tui import LocalbviApp, make_app
 from localbvi.tui.screens.hub_search import HubSearchScreen
 from localbvi.tui.screens.picker import PickerScreen
-from localbvi.tui.services import StoreServices
+from localbvi.tui.services import Services
 
 TINY_Q4 = make_gguf("tiny chat", 6000, seed=7)
 
@@ -55,7 +55,7 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubApiServer]:
 
 def build(engine: FakeEngine) -> LocalbviApp:
     return track_notifications(
-        make_app(lambda: engine, model_ref=None, services=StoreServices(), check_online=True)
+        make_app(lambda: engine, model_ref=None, services=Services(), check_online=True)
     )
 
 

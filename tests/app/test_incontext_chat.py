@@ -15,7 +15,7 @@ from localbvi.engine.fake import FakeEngine
 from localbvi.lab.incontext import bundled_incontext, user_incontext_path
 from localbvi.tui import LocalbviApp, make_app
 from localbvi.tui.screens.welcome import WelcomeScreen
-from localbvi.tui.services import StaticServices, StoreServices
+from localbvi.tui.services import Services, StaticServices
 from localbvi.tui.state import AppSettings, ModelChoice
 from tests.helpers import (
     BASE,
@@ -275,7 +275,7 @@ async def test_the_real_base_model_answers_in_context(gemma_base: Path) -> None:
             LocalEngine,
             model_ref=str(gemma_base),
             mode="chat",
-            services=StoreServices(),
+            services=Services(),
             settings=settings,
             check_online=False,
         )

@@ -1,6 +1,6 @@
 """Models other tools downloaded, as the app shows them: welcome screen and picker, with source.
 
-The real store (`StoreServices`) scans fixture folders laid out like Ollama's and LM Studio's;
+The real store (`Services`) scans fixture folders laid out like Ollama's and LM Studio's;
 the engine is the FakeEngine, so the test checks what is listed and which file is loaded.
 """
 
@@ -22,7 +22,7 @@ from localbvi.engine.fake import FakeEngine
 from localbvi.tui import make_app
 from localbvi.tui.screens.picker import PickerScreen
 from localbvi.tui.screens.welcome import WelcomeScreen
-from localbvi.tui.services import StoreServices
+from localbvi.tui.services import Services
 from localbvi.tui.widgets.model_list import ModelList
 
 
@@ -36,7 +36,7 @@ async def test_discovered_models_show_their_source_and_load_in_place() -> None:
     lm = lmstudio_model("pub", "Mine-GGUF", "mine-Q5_K_M.gguf", make_gguf("mine", 6000, seed=6))
     engine = FakeEngine()
     app = track_notifications(
-        make_app(lambda: engine, model_ref=None, services=StoreServices(), check_online=False)
+        make_app(lambda: engine, model_ref=None, services=Services(), check_online=False)
     )
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, WelcomeScreen))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from localbvi.tui import LocalbviApp, make_app
-from localbvi.tui.services import StoreServices
+from localbvi.tui.services import Services
 from localbvi.tui.state import AppSettings
 from tests.helpers import SIZE, notifications, screen_text, track_notifications, wait_until
 
@@ -27,7 +27,7 @@ def real_app(model: Path | None, mode: str | None = None, **settings: object) ->
         LocalEngine,
         model_ref=str(model) if model else None,
         mode=mode,
-        services=StoreServices(),
+        services=Services(),
         settings=chosen,
         check_online=False,
     )

@@ -447,7 +447,7 @@ async def test_missing_models_download_from_a_real_hub_server_then_load(
 ) -> None:
     """The real store and downloader against a Hub stand-in on loopback: both sides missing,
     ctrl+y fetches both into the HF cache, then each side loads the downloaded file."""
-    from localbvi.tui.services import StoreServices
+    from localbvi.tui.services import Services
     from tests.store.ggufs import TINY_BASE, TINY_IT
     from tests.store.hubserver import HubServer
 
@@ -459,7 +459,7 @@ async def test_missing_models_download_from_a_real_hub_server_then_load(
     server.add_repo("test/tiny-it-GGUF", {"tiny-it-Q4_K_M.gguf": TINY_IT})
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    services = StoreServices()
+    services = Services()
     ((base, instruct),) = [p for p in services.catalog_pairs(2048) if p[0].ref.startswith("tiny")]
     assert base.path is None and instruct.path is None  # nothing on disk yet
     made: list[FakeEngine] = []
