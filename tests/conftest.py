@@ -14,8 +14,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.store.hubserver import HubServer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -133,3 +137,60 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         folder = item.path.resolve().relative_to(tests_dir).parts[0]
         if folder in SLOW_FOLDERS or REAL_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+TINY_CATALOG = """
+[[model]]
+id = "tiny"
+name = "Tiny"
+family = "Tiny"
+kind = "base"
+sibling = "tiny-it"
+repo = "test/tiny-GGUF"
+params = "1M"
+context_length = 2048
+license = "apache-2.0"
+[model.files]
+Q4_K_M = { file = "tiny-Q4_K_M.gguf", size = 3145856 }
+Q8_0 = { file = "tiny-Q8_0.gguf", size = 4194432 }
+
+[[model]]
+id = "tiny-it"
+name = "Tiny Instruct"
+family = "Tiny"
+kind = "instruct"
+sibling = "tiny"
+repo = "test/tiny-it-GGUF"
+params = "1M"
+context_length = 2048
+license = "apache-2.0"
+[model.files]
+Q4_K_M = { file = "tiny-it-Q4_K_M.gguf", size = 3145856 }
+"""
+"""The tiny base/instruct pair that `hub` serves, as a user catalog."""
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    """A running Hub stand-in with the tiny test repos; HF_ENDPOINT points at it."""
+    from tests.store.ggufs import TINY_BASE, TINY_BASE_Q8, TINY_IT
+    from tests.store.hubserver import HubServer
+
+    server = HubServer().start()
+    server.add_repo(
+        "test/tiny-GGUF", {"tiny-Q4_K_M.gguf": TINY_BASE, "tiny-Q8_0.gguf": TINY_BASE_Q8}
+    )
+    server.add_repo("test/tiny-it-GGUF", {"tiny-it-Q4_K_M.gguf": TINY_IT})
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tiny_catalog(isolated_home: Path) -> Path:
+    """A user catalog adding the tiny base/instruct pair served by `hub`."""
+    path = isolated_home / "config" / "models.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(TINY_CATALOG, encoding="utf-8")
+    return path

@@ -6,9 +6,8 @@ Most tests run on FakeEngines (fast, scripted); the last ones on the real Gemma 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 from textual.pilot import Pilot
 
 from localbvi.engine.fake import FakeEngine
@@ -21,6 +20,9 @@ from localbvi.tui.screens.xray import XrayScreen
 from localbvi.tui.services import StaticServices
 from localbvi.tui.state import AppSettings, ModelChoice
 from tests.helpers import ProbsFakeEngine, wait_until
+
+if TYPE_CHECKING:
+    from tests.store.hubserver import HubServer
 
 SIZE = (120, 36)
 BASE = ModelChoice(
@@ -413,52 +415,14 @@ async def test_each_side_has_its_own_model_picker() -> None:
         assert made[1].requests == [("chat", (Message("user", "Hi"),))]
 
 
-TINY_CATALOG = """
-[[model]]
-id = "tiny"
-name = "Tiny"
-family = "Tiny"
-kind = "base"
-sibling = "tiny-it"
-repo = "test/tiny-GGUF"
-params = "1M"
-context_length = 2048
-license = "apache-2.0"
-[model.files]
-Q4_K_M = { file = "tiny-Q4_K_M.gguf", size = 3145856 }
-
-[[model]]
-id = "tiny-it"
-name = "Tiny Instruct"
-family = "Tiny"
-kind = "instruct"
-sibling = "tiny"
-repo = "test/tiny-it-GGUF"
-params = "1M"
-context_length = 2048
-license = "apache-2.0"
-[model.files]
-Q4_K_M = { file = "tiny-it-Q4_K_M.gguf", size = 3145856 }
-"""
-
-
 async def test_missing_models_download_from_a_real_hub_server_then_load(
-    isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+    isolated_home: Path, hub: HubServer, tiny_catalog: Path
 ) -> None:
     """The real store and downloader against a Hub stand-in on loopback: both sides missing,
     ctrl+y fetches both into the HF cache, then each side loads the downloaded file."""
     from localbvi.tui.services import Services
-    from tests.store.ggufs import TINY_BASE, TINY_IT
-    from tests.store.hubserver import HubServer
+    from tests.store.ggufs import TINY_BASE
 
-    catalog = isolated_home / "config" / "models.toml"
-    catalog.parent.mkdir(parents=True, exist_ok=True)
-    catalog.write_text(TINY_CATALOG, encoding="utf-8")
-    server = HubServer().start()
-    server.add_repo("test/tiny-GGUF", {"tiny-Q4_K_M.gguf": TINY_BASE})
-    server.add_repo("test/tiny-it-GGUF", {"tiny-it-Q4_K_M.gguf": TINY_IT})
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     services = Services()
     ((base, instruct),) = [p for p in services.catalog_pairs(2048) if p[0].ref.startswith("tiny")]
     assert base.path is None and instruct.path is None  # nothing on disk yet
@@ -469,25 +433,22 @@ async def test_missing_models_download_from_a_real_hub_server_then_load(
         return made[-1]
 
     app = make_app(factory, services=services, check_online=False)
-    try:
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.2)
-            screen = CompareScreen(base, instruct, engine_factory=factory)
-            await app.push_screen(screen)
-            await wait_until(pilot, lambda: "ctrl+y downloads it" in stats(screen, "instruct"))
-            assert "Tiny is not on disk" in stats(screen, "base")
-            assert "(3.1 MB)" in stats(screen, "base")
-            await pilot.press("ctrl+y")
-            await wait_until(pilot, lambda: screen.engines is not None, timeout=60, what="loads")
-            assert [t.state for t in app.downloads.tasks] == ["done", "done"]
-            loaded = [e.loads[-1] for e in made[1:]]
-            assert [Path(p).name for p in loaded] == ["tiny-Q4_K_M.gguf", "tiny-it-Q4_K_M.gguf"]
-            assert Path(loaded[0]).read_bytes() == TINY_BASE
-            assert str(isolated_home) in loaded[0]  # in the (isolated) HF cache
-            assert stats(screen, "base") == stats(screen, "instruct") == "ready"
-            assert len(server.get_requests("GET")) >= 2
-    finally:
-        server.stop()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        screen = CompareScreen(base, instruct, engine_factory=factory)
+        await app.push_screen(screen)
+        await wait_until(pilot, lambda: "ctrl+y downloads it" in stats(screen, "instruct"))
+        assert "Tiny is not on disk" in stats(screen, "base")
+        assert "(3.1 MB)" in stats(screen, "base")
+        await pilot.press("ctrl+y")
+        await wait_until(pilot, lambda: screen.engines is not None, timeout=60, what="loads")
+        assert [t.state for t in app.downloads.tasks] == ["done", "done"]
+        loaded = [e.loads[-1] for e in made[1:]]
+        assert [Path(p).name for p in loaded] == ["tiny-Q4_K_M.gguf", "tiny-it-Q4_K_M.gguf"]
+        assert Path(loaded[0]).read_bytes() == TINY_BASE
+        assert str(isolated_home) in loaded[0]  # in the (isolated) HF cache
+        assert stats(screen, "base") == stats(screen, "instruct") == "ready"
+        assert len(hub.get_requests("GET")) >= 2
 
 
 async def test_a_picked_model_that_fails_to_load_leaves_the_side_as_it_was() -> None:

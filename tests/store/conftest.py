@@ -1,4 +1,4 @@
-"""Fixtures for store tests: a real Hub stand-in on loopback and a small test catalog."""
+"""Fixtures for store tests (the Hub stand-in `hub` and `tiny_catalog` are in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,38 +11,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ggufs import TINY_BASE, TINY_BASE_Q8, TINY_IT
-from hubserver import HubServer
-
-CATALOG = """
-[[model]]
-id = "tiny"
-name = "Tiny"
-family = "Tiny"
-kind = "base"
-sibling = "tiny-it"
-repo = "test/tiny-GGUF"
-params = "1M"
-context_length = 2048
-license = "apache-2.0"
-[model.files]
-Q4_K_M = { file = "tiny-Q4_K_M.gguf", size = 3145856 }
-Q8_0 = { file = "tiny-Q8_0.gguf", size = 4194432 }
-
-[[model]]
-id = "tiny-it"
-name = "Tiny Instruct"
-family = "Tiny"
-kind = "instruct"
-sibling = "tiny"
-repo = "test/tiny-it-GGUF"
-params = "1M"
-context_length = 2048
-license = "apache-2.0"
-[model.files]
-Q4_K_M = { file = "tiny-it-Q4_K_M.gguf", size = 3145856 }
-"""
-
 
 @pytest.fixture(autouse=True)
 def _restore_offline_flag() -> Iterator[None]:
@@ -54,29 +22,6 @@ def _restore_offline_flag() -> Iterator[None]:
         os.environ.pop("HF_HUB_OFFLINE", None)
     else:
         os.environ["HF_HUB_OFFLINE"] = before
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    """A running Hub stand-in with the tiny test repos; HF_ENDPOINT points at it."""
-    server = HubServer().start()
-    server.add_repo(
-        "test/tiny-GGUF", {"tiny-Q4_K_M.gguf": TINY_BASE, "tiny-Q8_0.gguf": TINY_BASE_Q8}
-    )
-    server.add_repo("test/tiny-it-GGUF", {"tiny-it-Q4_K_M.gguf": TINY_IT})
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def tiny_catalog(isolated_home: Path) -> Path:
-    """A user catalog adding the tiny base/instruct pair served by `hub`."""
-    path = isolated_home / "config" / "models.toml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(CATALOG, encoding="utf-8")
-    return path
 
 
 @pytest.fixture
