@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import threading
 from dataclasses import replace
@@ -375,13 +376,29 @@ def _swap_templates(
     )
 
 
+_UNFINISHED = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*|[\]PX^_][^\x07\x1b]*(?:\x1b)?)?\Z"  # ESC, CSI, OSC/DCS… no end yet
+)
+_MAX_HELD = 256
+
+
+def _split_unfinished(text: str) -> tuple[str, str]:
+    """`text` split before an escape sequence it leaves unfinished (held for the next token;
+    a long one is let through, `printable` drops what it can of it)."""
+    match = _UNFINISHED.search(text, max(0, len(text) - _MAX_HELD))
+    if match is None:
+        return text, ""
+    return text[: match.start()], text[match.start() :]
+
+
 class _Printer:
     """Prints both sides: JSON Lines as they come, or text with a header and stats per side.
 
     Concurrent text output is buffered per side (two streams cannot share one terminal line).
     Text output never passes a control sequence from a model (its output, its name, a stop
-    string) to the terminal: ESC and C0/C1 controls other than newline and tab are dropped,
-    token by token (a sequence split across tokens loses its ESC, so it stays inert text).
+    string) to the terminal: ESC and C0/C1 controls other than newline and tab are dropped.
+    Streamed, an escape sequence a token leaves unfinished is held until the next token, so
+    one split across tokens is dropped whole.
     """
 
     def __init__(
@@ -400,6 +417,8 @@ class _Printer:
         self.started: set[Side] = set()
         self.buffers: dict[Side, list[str]] = {side: [] for side in SIDES}
         self.ended_with_newline: dict[Side, bool] = dict.fromkeys(SIDES, True)
+        self.held: dict[Side, str] = dict.fromkeys(SIDES, "")
+        """A streamed side's unfinished escape sequence, waiting for its next token."""
 
     def event(self, side: Side, event: Event) -> None:
         with self.lock:
@@ -430,11 +449,14 @@ class _Printer:
         if isinstance(event, TokenEvent):
             if self.buffered:
                 out.append(event.text)
-            elif text := printable(event.text):
-                sys.stdout.write(text)
-                sys.stdout.flush()
-                self.ended_with_newline[side] = text.endswith("\n")
+            else:
+                raw, self.held[side] = _split_unfinished(self.held[side] + event.text)
+                if text := printable(raw):
+                    sys.stdout.write(text)
+                    sys.stdout.flush()
+                    self.ended_with_newline[side] = text.endswith("\n")
             return
+        self.held[side] = ""  # a sequence the reply never finished: dropped
         if self.buffered:
             text = printable("".join(out))
             sys.stdout.write(self._header(side) + text)

@@ -179,11 +179,9 @@ def test_compare_text_output_passes_no_control_sequences(
     out = capsys.readouterr().out
     assert code == 0, out
     assert not [c for c in out if (ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) <= 0x9F]
-    # What is left is the text: the sequences are gone; streamed, the tail of one split
-    # across tokens shows as inert text (its ESC went with the token before).
-    split_tail = "" if "--concurrent" in extra else "[31m"
-    assert f"Hi there{split_tail}red1m\tok\n" in out
+    # What is left is the text: the sequences are gone, one split across tokens as well.
+    assert "Hi therered1m\tok\n" in out
     assert "pwned" not in out
     assert "── base: evilbase · " in out and "── instruct: evilinstruct · " in out
     sides = 3 if "--in-context" in extra else 2
-    assert out.count("[") - out.count("[31m") == sides  # one stats line per side
+    assert out.count("[") == sides  # one stats line per side
