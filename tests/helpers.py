@@ -13,10 +13,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from textual.pilot import Pilot
 
     from localbvi.tui import LocalbviApp
+    from localbvi.tui.screens.compare import CompareScreen
     from localbvi.tui.services import StaticServices
+    from localbvi.tui.state import AppSettings
 
 from localbvi.engine.fake import FakeEngine
 from localbvi.engine.types import Alternative, Event, Message, Sampling, TokenEvent
@@ -198,3 +202,47 @@ class ProbsFakeEngine(FakeEngine):
 
     def chat(self, messages: Sequence[Message], sampling: Sampling) -> Iterator[Event]:
         return self._with_alternatives(super().chat(messages, sampling), sampling)
+
+
+def lab_app(settings: AppSettings | None = None, **engine: Any) -> LocalbviApp:
+    """The app on a FakeEngine that opens INSTRUCT, with the BASE/INSTRUCT pair listed."""
+    from localbvi.tui import make_app
+    from localbvi.tui.services import StaticServices
+
+    fake = FakeEngine(**engine)
+    services = StaticServices(pairs=[(BASE, INSTRUCT)], local=[BASE, INSTRUCT])
+    return make_app(
+        lambda: fake,
+        model_ref=INSTRUCT.path,
+        services=services,
+        settings=settings,
+        check_online=False,
+    )
+
+
+def fake_pair(**engine: Any) -> tuple[ProbsFakeEngine, ProbsFakeEngine]:
+    """Two scripted engines holding BASE and INSTRUCT, for a compare view handed its engines."""
+    from localbvi.engine.types import LoadConfig
+
+    base, instruct = ProbsFakeEngine(**engine), ProbsFakeEngine(**engine)
+    base.load(str(BASE.path), LoadConfig())
+    instruct.load(str(INSTRUCT.path), LoadConfig())
+    return base, instruct
+
+
+async def open_compare(pilot: Pilot[Any], app: LocalbviApp, screen: CompareScreen) -> CompareScreen:
+    """Push `screen` once the app has its model; return when both its sides are loaded."""
+    await wait_until(pilot, lambda: app.model is not None, what="the app's model")
+    app.push_screen(screen)
+    await wait_until(
+        pilot,
+        lambda: app.screen is screen and screen.engines is not None and screen.is_mounted,
+        what="the compare screen",
+    )
+    await pilot.pause()
+    return screen
+
+
+def compare_argv(base: Path, instruct: Path, *args: str) -> list[str]:
+    """`localbvi compare --base BASE --instruct INSTRUCT ARGS…` as `main` takes it."""
+    return ["compare", "--base", str(base), "--instruct", str(instruct), *args]

@@ -22,7 +22,7 @@ from localbvi.tui.screens.token_probs import TokenProbsScreen
 from localbvi.tui.screens.welcome import WelcomeScreen
 from localbvi.tui.screens.xray import XrayScreen
 from localbvi.tui.widgets.model_list import ModelList
-from tests.helpers import BASE, INSTRUCT, SIZE, ProbsFakeEngine, static_services, wait_until
+from tests.helpers import BASE, INSTRUCT, SIZE, fake_pair, open_compare, static_services, wait_until
 
 SnapCompare = Callable[..., bool]
 
@@ -170,24 +170,14 @@ def test_help(snap_compare: SnapCompare) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=show_help)
 
 
-def lab_app() -> tuple[LocalbviApp, CompareScreen]:
-    """The app with the compare view open on two scripted engines (fixed stats)."""
-    from localbvi.engine.types import LoadConfig
-
-    app = app_for(INSTRUCT.path)
-    engines = (ProbsFakeEngine(fixed_stats=True), ProbsFakeEngine(fixed_stats=True))
-    for engine, choice in zip(engines, (BASE, INSTRUCT), strict=True):
-        engine.load(str(choice.path), LoadConfig())
-    return app, CompareScreen(engines=engines, base=BASE, instruct=INSTRUCT)
+def compare_app() -> tuple[LocalbviApp, CompareScreen]:
+    """The app and a compare view on two scripted engines (fixed stats)."""
+    engines = fake_pair(fixed_stats=True)
+    return app_for(INSTRUCT.path), CompareScreen(engines=engines, base=BASE, instruct=INSTRUCT)
 
 
 async def compared(pilot: Pilot[Any], app: LocalbviApp, screen: CompareScreen) -> None:
-    await loaded(pilot)
-    app.push_screen(screen)
-    await wait_until(
-        pilot, lambda: app.screen is screen and screen.engines is not None and screen.is_mounted
-    )
-    await pilot.pause()
+    await open_compare(pilot, app, screen)
     screen.run_prompt("Hello")
     await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
     await pilot.pause(0.1)
@@ -206,7 +196,7 @@ async def compared(pilot: Pilot[Any], app: LocalbviApp, screen: CompareScreen) -
     ids=["compare", "xray", "xray-editing", "probs", "experiments"],
 )
 def test_lab_views(snap_compare: SnapCompare, keys: tuple[str, ...], shown: type[Any]) -> None:
-    app, screen = lab_app()
+    app, screen = compare_app()
 
     async def open_view(pilot: Pilot[Any]) -> None:
         await compared(pilot, app, screen)

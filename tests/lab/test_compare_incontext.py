@@ -12,38 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
 
 from localbvi.cli import main
-from localbvi.engine.fake import FakeEngine
-from localbvi.engine.types import LoadConfig, Message
+from localbvi.engine.types import Message
 from localbvi.lab.incontext import build_prompt, load_incontext
 from localbvi.sessions import SessionStore
-from localbvi.tui import LocalbviApp, make_app
 from localbvi.tui.screens.compare import CompareScreen, open_saved_compare
 from localbvi.tui.screens.xray import XrayScreen
-from localbvi.tui.services import StaticServices
-from localbvi.tui.state import AppSettings, ModelChoice
-from tests.helpers import wait_until
+from localbvi.tui.state import AppSettings
+from tests.helpers import BASE, INSTRUCT, compare_argv, fake_pair, lab_app, open_compare, wait_until
 
 SIZE = (140, 36)
-BASE = ModelChoice(ref="demo-base", display_name="Demo 270M", kind="base", path="/m/base.gguf")
-INSTRUCT = ModelChoice(
-    ref="demo-it", display_name="Demo 270M IT", kind="instruct", path="/m/it.gguf"
-)
 LABEL = "base + in-context examples"
-
-
-def build_app(settings: AppSettings | None = None) -> LocalbviApp:
-    engine = FakeEngine()
-    services = StaticServices(pairs=[(BASE, INSTRUCT)], local=[BASE, INSTRUCT])
-    return make_app(
-        lambda: engine,
-        model_ref=INSTRUCT.path,
-        services=services,
-        settings=settings,
-        check_online=False,
-    )
 
 
 def title(screen: CompareScreen, side: str) -> str:
@@ -54,25 +34,11 @@ def shown(screen: CompareScreen) -> list[str]:
     return [s for s in ("base", "incontext", "instruct") if screen.pane(s).display]  # type: ignore[arg-type]
 
 
-async def open_screen(pilot: Pilot[Any], app: LocalbviApp, screen: CompareScreen) -> CompareScreen:
-    await wait_until(pilot, lambda: app.model is not None, what="the app's model")
-    app.push_screen(screen)
-    await wait_until(
-        pilot,
-        lambda: app.screen is screen and screen.engines is not None and screen.is_mounted,
-        what="the compare screen",
-    )
-    await pilot.pause()
-    return screen
-
-
 async def test_the_in_context_column_toggles_streams_and_is_saved() -> None:
-    app = build_app()
-    base, instruct = FakeEngine(), FakeEngine()
-    base.load(str(BASE.path), LoadConfig())
-    instruct.load(str(INSTRUCT.path), LoadConfig())
+    app = lab_app()
+    base, instruct = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(
+        screen = await open_compare(
             pilot, app, CompareScreen(BASE, INSTRUCT, engines=(base, instruct))
         )
         assert shown(screen) == ["base", "instruct"]
@@ -127,12 +93,10 @@ async def test_the_in_context_column_toggles_streams_and_is_saved() -> None:
 
 
 async def test_in_context_keys_show_only_with_the_column() -> None:
-    app = build_app()
-    base, instruct = FakeEngine(), FakeEngine()
-    base.load(str(BASE.path), LoadConfig())
-    instruct.load(str(INSTRUCT.path), LoadConfig())
+    app = lab_app()
+    base, instruct = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
-        await open_screen(pilot, app, CompareScreen(engines=(base, instruct)))
+        await open_compare(pilot, app, CompareScreen(engines=(base, instruct)))
 
         def keys() -> set[str]:
             return {b.binding.description for b in app.active_bindings.values() if b.enabled}
@@ -148,9 +112,9 @@ async def test_in_context_keys_show_only_with_the_column() -> None:
 async def test_real_base_model_in_context_stops_at_the_next_query(
     base_engine: Any, instruct_engine: Any
 ) -> None:
-    app = build_app(settings=AppSettings(temperature=0.0, max_tokens=96))
+    app = lab_app(settings=AppSettings(temperature=0.0, max_tokens=96))
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(
+        screen = await open_compare(
             pilot,
             app,
             CompareScreen(
@@ -186,12 +150,9 @@ def test_cli_compare_in_context_json_has_all_three_sides(
     gemma_base: Path, gemma_instruct: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
-        [
-            "compare",
-            "--base",
-            str(gemma_base),
-            "--instruct",
-            str(gemma_instruct),
+        compare_argv(
+            gemma_base,
+            gemma_instruct,
             "--in-context",
             "--json",
             "--max-tokens",
@@ -201,7 +162,7 @@ def test_cli_compare_in_context_json_has_all_three_sides(
             "--ctx",
             "2048",
             "What is the capital of France?",
-        ]
+        )
     )
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
     done = [r for r in lines if r["type"] == "done"]
@@ -223,12 +184,9 @@ def test_cli_compare_in_context_text_labels_the_third_side(
     gemma_base: Path, gemma_instruct: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
-        [
-            "compare",
-            "--base",
-            str(gemma_base),
-            "--instruct",
-            str(gemma_instruct),
+        compare_argv(
+            gemma_base,
+            gemma_instruct,
             "--in-context",
             "--max-tokens",
             "8",
@@ -237,7 +195,7 @@ def test_cli_compare_in_context_text_labels_the_third_side(
             "--ctx",
             "2048",
             "Hello",
-        ]
+        )
     )
     assert code == 0
     out = capsys.readouterr().out

@@ -10,6 +10,7 @@ import pytest
 from localbvi import paths
 from localbvi.cli import main
 from localbvi.inspector import inspect_gguf
+from tests.helpers import compare_argv
 
 
 def records(out: str) -> list[dict[str, object]]:
@@ -20,12 +21,9 @@ def test_compare_json_tags_every_event_with_its_side(
     gemma_base: Path, gemma_instruct: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code = main(
-        [
-            "compare",
-            "--base",
-            str(gemma_base),
-            "--instruct",
-            str(gemma_instruct),
+        compare_argv(
+            gemma_base,
+            gemma_instruct,
             "--json",
             "--max-tokens",
             "3",
@@ -36,7 +34,7 @@ def test_compare_json_tags_every_event_with_its_side(
             "--ctx",
             "512",
             "What is 2+2?",
-        ]
+        )
     )
     assert code == 0
     lines = records(capsys.readouterr().out)

@@ -19,65 +19,20 @@ from localbvi.tui.screens.token_probs import TokenProbsScreen
 from localbvi.tui.screens.xray import XrayScreen
 from localbvi.tui.services import StaticServices
 from localbvi.tui.state import AppSettings, ModelChoice
-from tests.helpers import ProbsFakeEngine, wait_until
+from tests.helpers import BASE, INSTRUCT, fake_pair, lab_app, open_compare, wait_until
 
 if TYPE_CHECKING:
     from tests.store.hubserver import HubServer
 
 SIZE = (120, 36)
-BASE = ModelChoice(
-    ref="demo-base",
-    display_name="Demo 270M",
-    kind="base",
-    path="/models/demo-270m-base.gguf",
-)
-INSTRUCT = ModelChoice(
-    ref="demo-it",
-    display_name="Demo 270M IT",
-    kind="instruct",
-    path="/models/demo-270m-it.gguf",
-)
-
-
-def build_app(settings: AppSettings | None = None, **engine_kwargs: Any) -> LocalbviApp:
-    engine = FakeEngine(**engine_kwargs)
-    services = StaticServices(pairs=[(BASE, INSTRUCT)], local=[BASE, INSTRUCT])
-    return make_app(
-        lambda: engine,
-        model_ref=INSTRUCT.path,
-        services=services,
-        settings=settings,
-        check_online=False,
-    )
-
-
-def fake_pair(**kwargs: Any) -> tuple[FakeEngine, FakeEngine]:
-    from localbvi.engine.types import LoadConfig
-
-    base, instruct = ProbsFakeEngine(**kwargs), ProbsFakeEngine(**kwargs)
-    base.load(str(BASE.path), LoadConfig())
-    instruct.load(str(INSTRUCT.path), LoadConfig())
-    return base, instruct
 
 
 def pane_text(screen: CompareScreen, side: str) -> str:
     return screen.pane(side).text  # type: ignore[arg-type]
 
 
-async def open_screen(pilot: Pilot[Any], app: LocalbviApp, screen: CompareScreen) -> CompareScreen:
-    await wait_until(pilot, lambda: app.model is not None, what="the app's model")
-    app.push_screen(screen)
-    await wait_until(
-        pilot,
-        lambda: app.screen is screen and screen.engines is not None and screen.is_mounted,
-        what="the compare screen",
-    )
-    await pilot.pause()
-    return screen
-
-
 async def test_ctrl_b_opens_the_catalog_pair_and_both_sides_stream() -> None:
-    app = build_app()
+    app = lab_app()
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.model is not None)
         await pilot.press("ctrl+b")
@@ -103,10 +58,10 @@ async def test_ctrl_b_opens_the_catalog_pair_and_both_sides_stream() -> None:
 
 
 async def test_escape_cancels_both_then_closes() -> None:
-    app = build_app()
+    app = lab_app()
     engines = fake_pair(tokens_per_s=40, stop_after_script=False)
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        screen = await open_compare(pilot, app, CompareScreen(engines=engines))
         screen.run_prompt("Tell me a story")
         await wait_until(pilot, lambda: len(pane_text(screen, "base")) > 10, what="streaming")
         await pilot.press("escape")
@@ -121,10 +76,10 @@ async def test_escape_cancels_both_then_closes() -> None:
 
 
 async def test_rerun_with_a_new_seed_and_swap_modes() -> None:
-    app = build_app()
+    app = lab_app()
     engines = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        screen = await open_compare(pilot, app, CompareScreen(engines=engines))
         screen.run_prompt("Hi")
         await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
         await pilot.press("ctrl+r")
@@ -142,10 +97,10 @@ async def test_rerun_with_a_new_seed_and_swap_modes() -> None:
 
 
 async def test_experiment_key_runs_the_few_shot_experiment() -> None:
-    app = build_app()
+    app = lab_app()
     engines = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        screen = await open_compare(pilot, app, CompareScreen(engines=engines))
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: isinstance(app.screen, ExperimentsScreen))
         await pilot.press("down", "down", "down", "down", "down", "enter")
@@ -164,10 +119,10 @@ async def test_experiment_key_runs_the_few_shot_experiment() -> None:
 
 
 async def test_xray_shows_the_rendered_prompt_and_sends_edited_text() -> None:
-    app = build_app()
+    app = lab_app()
     engines = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        screen = await open_compare(pilot, app, CompareScreen(engines=engines))
         screen.run_prompt("Hello")
         await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
         await pilot.press("f3")
@@ -192,10 +147,10 @@ async def test_xray_shows_the_rendered_prompt_and_sends_edited_text() -> None:
 
 
 async def test_token_probabilities_and_branching() -> None:
-    app = build_app()
+    app = lab_app()
     engines = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(pilot, app, CompareScreen(engines=engines))
+        screen = await open_compare(pilot, app, CompareScreen(engines=engines))
         screen.run_prompt("Once")
         await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
         await pilot.press("f4")
@@ -221,9 +176,9 @@ async def test_token_probabilities_and_branching() -> None:
 
 
 async def test_real_engines_compare_and_xray(base_engine: Any, instruct_engine: Any) -> None:
-    app = build_app(settings=AppSettings(temperature=0.0, max_tokens=6))
+    app = lab_app(settings=AppSettings(temperature=0.0, max_tokens=6))
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(
+        screen = await open_compare(
             pilot,
             app,
             CompareScreen(engines=(base_engine, instruct_engine), names=("Gemma pt", "Gemma it")),
@@ -379,7 +334,7 @@ async def test_each_side_has_its_own_model_picker() -> None:
         return made[-1]
 
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(
+        screen = await open_compare(
             pilot, app, CompareScreen(BASE, INSTRUCT, engine_factory=factory)
         )
         from localbvi.tui.screens.picker import PickerScreen
@@ -458,7 +413,7 @@ async def test_a_picked_model_that_fails_to_load_leaves_the_side_as_it_was() -> 
         kind=None,
         path="/models/corrupt.gguf",
     )
-    app = build_app()
+    app = lab_app()
     made: list[FakeEngine] = []
 
     def factory() -> FakeEngine:
@@ -466,7 +421,7 @@ async def test_a_picked_model_that_fails_to_load_leaves_the_side_as_it_was() -> 
         return made[-1]
 
     async with app.run_test(size=SIZE) as pilot:
-        screen = await open_screen(
+        screen = await open_compare(
             pilot, app, CompareScreen(BASE, INSTRUCT, engine_factory=factory)
         )
         screen.use_model("instruct", broken)
