@@ -246,3 +246,15 @@ async def open_compare(pilot: Pilot[Any], app: LocalbviApp, screen: CompareScree
 def compare_argv(base: Path, instruct: Path, *args: str) -> list[str]:
     """`localbvi compare --base BASE --instruct INSTRUCT ARGS…` as `main` takes it."""
     return ["compare", "--base", str(base), "--instruct", str(instruct), *args]
+
+
+class FakeEngines:
+    """An engine factory that keeps each FakeEngine it makes, in order (`made`)."""
+
+    def __init__(self, **engine: Any) -> None:
+        self.engine = engine
+        self.made: list[FakeEngine] = []
+
+    def __call__(self) -> FakeEngine:
+        self.made.append(FakeEngine(**self.engine))
+        return self.made[-1]

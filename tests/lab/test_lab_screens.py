@@ -19,7 +19,7 @@ from localbvi.tui.screens.token_probs import TokenProbsScreen
 from localbvi.tui.screens.xray import XrayScreen
 from localbvi.tui.services import StaticServices
 from localbvi.tui.state import AppSettings, ModelChoice
-from tests.helpers import BASE, INSTRUCT, fake_pair, lab_app, open_compare, wait_until
+from tests.helpers import BASE, INSTRUCT, FakeEngines, fake_pair, lab_app, open_compare, wait_until
 
 if TYPE_CHECKING:
     from tests.store.hubserver import HubServer
@@ -267,11 +267,8 @@ async def test_a_missing_sibling_downloads_with_progress_in_its_pane_then_runs()
         download_s=1.5,
         steps=15,
     )
-    made: list[FakeEngine] = []
-
-    def factory() -> FakeEngine:
-        made.append(FakeEngine())
-        return made[-1]
+    factory = FakeEngines()
+    made = factory.made
 
     app = make_app(lambda: engine, model_ref=BASE.path, services=services, check_online=False)
     app.engine_factory = factory  # type: ignore[attr-defined]
@@ -327,11 +324,8 @@ async def test_each_side_has_its_own_model_picker() -> None:
     engine = FakeEngine()
     services = StaticServices(pairs=[(BASE, INSTRUCT)], local=[BASE, INSTRUCT, other])
     app = make_app(lambda: engine, model_ref=INSTRUCT.path, services=services, check_online=False)
-    made: list[FakeEngine] = []
-
-    def factory() -> FakeEngine:
-        made.append(FakeEngine())
-        return made[-1]
+    factory = FakeEngines()
+    made = factory.made
 
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_compare(
@@ -381,11 +375,8 @@ async def test_missing_models_download_from_a_real_hub_server_then_load(
     services = Services()
     ((base, instruct),) = [p for p in services.catalog_pairs(2048) if p[0].ref.startswith("tiny")]
     assert base.path is None and instruct.path is None  # nothing on disk yet
-    made: list[FakeEngine] = []
-
-    def factory() -> FakeEngine:
-        made.append(FakeEngine())
-        return made[-1]
+    factory = FakeEngines()
+    made = factory.made
 
     app = make_app(factory, services=services, check_online=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -414,11 +405,8 @@ async def test_a_picked_model_that_fails_to_load_leaves_the_side_as_it_was() -> 
         path="/models/corrupt.gguf",
     )
     app = lab_app()
-    made: list[FakeEngine] = []
-
-    def factory() -> FakeEngine:
-        made.append(FakeEngine())
-        return made[-1]
+    factory = FakeEngines()
+    made = factory.made
 
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_compare(
