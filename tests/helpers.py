@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 from localbvi.engine.fake import FakeEngine
 from localbvi.engine.types import Alternative, Event, Message, Sampling, TokenEvent
-from localbvi.tui.state import ModelChoice
+from localbvi.tui.state import AppSettings, ModelChoice
 
 SIZE = (100, 32)
 """Fixed terminal size of every Pilot and snapshot test under tests/app."""
@@ -258,3 +258,25 @@ class FakeEngines:
     def __call__(self) -> FakeEngine:
         self.made.append(FakeEngine(**self.engine))
         return self.made[-1]
+
+
+REAL_SETTINGS = AppSettings(temperature=0.0, top_k=1, max_tokens=12, n_ctx=1024, n_threads=2)
+"""Greedy, short replies: the real-engine app tests stay quick and give the same text each run."""
+
+
+def real_app(model: Path | None, mode: str | None = None, **settings: object) -> LocalbviApp:
+    """The app on the real engine (llama.cpp in a child process) and the real store."""
+    from localbvi.engine.local import LocalEngine
+    from localbvi.tui import make_app
+    from localbvi.tui.services import Services
+
+    chosen = AppSettings(**{**REAL_SETTINGS.__dict__, **settings})  # type: ignore[arg-type]
+    app = make_app(
+        LocalEngine,
+        model_ref=str(model) if model else None,
+        mode=mode,
+        services=Services(),
+        settings=chosen,
+        check_online=False,
+    )
+    return track_notifications(app)

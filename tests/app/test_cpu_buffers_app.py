@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_real_engine import real_app
 
 from localbvi.engine import cpu_buffers
-from tests.helpers import SIZE, notifications, screen_text, wait_until
+from tests.helpers import SIZE, notifications, real_app, screen_text, wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 

@@ -9,29 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from localbvi.tui import LocalbviApp, make_app
-from localbvi.tui.services import Services
-from localbvi.tui.state import AppSettings
-from tests.helpers import SIZE, notifications, screen_text, track_notifications, wait_until
+from tests.helpers import SIZE, notifications, real_app, screen_text, wait_until
 
 pytestmark = pytest.mark.timeout(180)
-
-SETTINGS = AppSettings(temperature=0.0, top_k=1, max_tokens=12, n_ctx=1024, n_threads=2)
-
-
-def real_app(model: Path | None, mode: str | None = None, **settings: object) -> LocalbviApp:
-    from localbvi.engine.local import LocalEngine
-
-    chosen = AppSettings(**{**SETTINGS.__dict__, **settings})  # type: ignore[arg-type]
-    app = make_app(
-        LocalEngine,
-        model_ref=str(model) if model else None,
-        mode=mode,
-        services=Services(),
-        settings=chosen,
-        check_online=False,
-    )
-    return track_notifications(app)
 
 
 async def test_chat_reply_streams_and_stops(gemma_instruct: Path) -> None:
