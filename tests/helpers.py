@@ -243,6 +243,12 @@ async def open_compare(pilot: Pilot[Any], app: LocalbviApp, screen: CompareScree
     return screen
 
 
+async def run_both(pilot: Pilot[Any], screen: CompareScreen, prompt: str) -> None:
+    """Run `prompt` in the compare view and wait until both sides have finished."""
+    screen.run_prompt(prompt)
+    await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+
+
 def compare_argv(base: Path, instruct: Path, *args: str) -> list[str]:
     """`localbvi compare --base BASE --instruct INSTRUCT ARGS…` as `main` takes it."""
     return ["compare", "--base", str(base), "--instruct", str(instruct), *args]

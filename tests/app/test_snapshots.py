@@ -22,7 +22,16 @@ from localbvi.tui.screens.token_probs import TokenProbsScreen
 from localbvi.tui.screens.welcome import WelcomeScreen
 from localbvi.tui.screens.xray import XrayScreen
 from localbvi.tui.widgets.model_list import ModelList
-from tests.helpers import BASE, INSTRUCT, SIZE, fake_pair, open_compare, static_services, wait_until
+from tests.helpers import (
+    BASE,
+    INSTRUCT,
+    SIZE,
+    fake_pair,
+    open_compare,
+    run_both,
+    static_services,
+    wait_until,
+)
 
 SnapCompare = Callable[..., bool]
 
@@ -178,8 +187,7 @@ def compare_app() -> tuple[LocalbviApp, CompareScreen]:
 
 async def compared(pilot: Pilot[Any], app: LocalbviApp, screen: CompareScreen) -> None:
     await open_compare(pilot, app, screen)
-    screen.run_prompt("Hello")
-    await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+    await run_both(pilot, screen, "Hello")
     await pilot.pause(0.1)
     app.clear_notifications()
 

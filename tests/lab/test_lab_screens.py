@@ -19,7 +19,16 @@ from localbvi.tui.screens.token_probs import TokenProbsScreen
 from localbvi.tui.screens.xray import XrayScreen
 from localbvi.tui.services import StaticServices
 from localbvi.tui.state import AppSettings, ModelChoice
-from tests.helpers import BASE, INSTRUCT, FakeEngines, fake_pair, lab_app, open_compare, wait_until
+from tests.helpers import (
+    BASE,
+    INSTRUCT,
+    FakeEngines,
+    fake_pair,
+    lab_app,
+    open_compare,
+    run_both,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from tests.store.hubserver import HubServer
@@ -80,8 +89,7 @@ async def test_rerun_with_a_new_seed_and_swap_modes() -> None:
     engines = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_compare(pilot, app, CompareScreen(engines=engines))
-        screen.run_prompt("Hi")
-        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        await run_both(pilot, screen, "Hi")
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: not screen.running and len(engines[1].requests) == 2)
         assert screen.seed is not None
@@ -123,8 +131,7 @@ async def test_xray_shows_the_rendered_prompt_and_sends_edited_text() -> None:
     engines = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_compare(pilot, app, CompareScreen(engines=engines))
-        screen.run_prompt("Hello")
-        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        await run_both(pilot, screen, "Hello")
         await pilot.press("f3")
         await wait_until(pilot, lambda: isinstance(app.screen, XrayScreen))
         xray = app.screen
@@ -151,8 +158,7 @@ async def test_token_probabilities_and_branching() -> None:
     engines = fake_pair()
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_compare(pilot, app, CompareScreen(engines=engines))
-        screen.run_prompt("Once")
-        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        await run_both(pilot, screen, "Once")
         await pilot.press("f4")
         await wait_until(pilot, lambda: isinstance(app.screen, TokenProbsScreen))
         probs = app.screen
@@ -289,8 +295,7 @@ async def test_a_missing_sibling_downloads_with_progress_in_its_pane_then_runs()
         assert not pane.downloading and stats(screen, "instruct") == "ready"
         assert app.downloads.tasks[0].state == "done"
         assert [e.loads for e in made] == [[BASE.path], ["/models/demo-270m-it.gguf"]]
-        screen.run_prompt("Hi")
-        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        await run_both(pilot, screen, "Hi")
         assert made[1].requests == [("chat", (Message("user", "Hi"),))]
 
 
@@ -358,8 +363,7 @@ async def test_each_side_has_its_own_model_picker() -> None:
         await wait_until(pilot, lambda: app.screen is screen and screen.names[0] == "Demo 270M IT")
         await wait_until(pilot, lambda: stats(screen, "base") == "ready")
         assert made[0].loads == [BASE.path, INSTRUCT.path]
-        screen.run_prompt("Hi")
-        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        await run_both(pilot, screen, "Hi")
         assert made[0].requests == [("complete", "Hi")]  # the base side is still raw
         assert made[1].requests == [("chat", (Message("user", "Hi"),))]
 
@@ -417,7 +421,6 @@ async def test_a_picked_model_that_fails_to_load_leaves_the_side_as_it_was() -> 
         assert "no model file at /models/corrupt.gguf" in stats(screen, "instruct")
         assert screen.names == ("Demo 270M", "Demo 270M IT")
         assert "instruct · Demo 270M IT" in title(screen, "instruct")
-        screen.run_prompt("Hi")
-        await wait_until(pilot, lambda: not screen.running and len(screen.runs) == 2)
+        await run_both(pilot, screen, "Hi")
         assert made[1].info is not None and made[1].info.path == INSTRUCT.path
         assert made[1].requests == [("chat", (Message("user", "Hi"),))]
