@@ -45,6 +45,7 @@ from localbvi.errors import DownloadError, GGUFError, OfflineError, RefError, pr
 from localbvi.store import partials
 
 __all__ = [
+    "REPO_RE",
     "DownloadCancelledError",
     "Progress",
     "ProgressCallback",
@@ -76,7 +77,8 @@ MAX_FILENAME_CHARS = 1000
 # The formats of the names a server gives us, checked before they touch the file system.
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1_RE = re.compile(r"[0-9a-f]{40}")
-_REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+"""A Hub repository id, `org/name` (96 characters each at most, as the Hub allows)."""
 _SIZE_RE = re.compile(r"[0-9]{1,19}")
 
 
@@ -222,7 +224,7 @@ def _read_ref(ref: Path) -> str | None:
 
 def cached_file(repo: str, filename: str, revision: str = "main") -> Path | None:
     """The complete cached copy of `filename`, without touching the network, or None."""
-    if filename_problem(filename) is not None or not _REPO_RE.fullmatch(repo):
+    if filename_problem(filename) is not None or not REPO_RE.fullmatch(repo):
         return None
     folder = repo_folder(repo)
     for snapshot in _snapshot_candidates(folder, revision):
@@ -693,7 +695,7 @@ def _check_filename(filename: str) -> None:
 
 
 def _check_repo(repo: str) -> None:
-    if not _REPO_RE.fullmatch(repo):
+    if not REPO_RE.fullmatch(repo):
         raise RefError(f"'{_shown(repo)}' is not a Hub repository name (org/name)")
 
 

@@ -12,7 +12,6 @@ timeouts, at most `MAX_JSON_BYTES` of body, a few redirects and pages. Every fai
 from __future__ import annotations
 
 import json
-import re
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -47,7 +46,6 @@ MAX_ERROR_BYTES = 64 << 10
 """Bytes of an error answer read (only headers are used; the body is drained politely)."""
 MAX_PAGES = 10
 """Pages of a paginated answer followed (`Link: <…>; rel="next"`)."""
-MAX_REDIRECTS = 5
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 15.0
 REACHABLE_TIMEOUT_S = 2.0
@@ -57,12 +55,10 @@ MAX_LIMIT = 100
 SEARCH_WORKERS = 4
 """Repositories whose details (gated flag, file tree) are fetched at once for a search."""
 
-_REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
-
 
 def is_repo_id(text: str) -> bool:
     """Whether `text` is a Hub model id (`org/name`), safe to put in a URL path."""
-    return bool(_REPO_RE.fullmatch(text)) and ".." not in text
+    return bool(hub.REPO_RE.fullmatch(text)) and ".." not in text
 
 
 def _shown(text: object, limit: int = 80) -> str:
@@ -401,7 +397,7 @@ class HubApi:
             headers=_headers(),
             timeout=httpx2.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
             follow_redirects=True,  # the Hub redirects renamed repos; httpx drops the token
-            max_redirects=MAX_REDIRECTS,  # when a redirect leaves the host
+            max_redirects=hub.MAX_REDIRECTS,  # when a redirect leaves the host
             trust_env=True,
         )
 

@@ -50,7 +50,6 @@ FOREIGN_PREFIXES: dict[str, Tool] = {
 MAX_REF_CHARS = 4096
 """Longest reference accepted: the longest path Linux can open (PATH_MAX)."""
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"  # the Hub allows 96 characters per name
-_REPO_RE = re.compile(rf"{_NAME}/{_NAME}")
 _ID_RE = re.compile(_NAME)
 _QUANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,31}")
 _URL_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,15})://")
@@ -178,14 +177,14 @@ def parse_ref(ref: str) -> ParsedRef:
         return ParsedRef("path", ref, path=Path(text))
     if slashes == 1:
         repo, _, quant = text.partition(":")
-        if not _REPO_RE.fullmatch(repo):
+        if not hub.REPO_RE.fullmatch(repo):
             raise _not_a_repo(ref, repo)
         return ParsedRef(
             "hub-quant", ref, repo=repo, quant=_check_quant(quant, ref) if quant else DEFAULT_QUANT
         )
     org, name, filename = text.split("/", 2)
     repo = f"{org}/{name}"
-    if not _REPO_RE.fullmatch(repo):
+    if not hub.REPO_RE.fullmatch(repo):
         raise _not_a_repo(ref, repo)
     parts = filename.split("/")
     if ".." in parts or "." in parts or "" in parts or "\\" in filename or ":" in filename:
