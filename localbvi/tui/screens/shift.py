@@ -408,8 +408,10 @@ class ShiftScreen(Screen[None]):
         result = self.result = message.result
         finish = result.instruct_done.finish_reason
         cut = " (the answer hit max tokens)" if finish == "length" else ""
-        self._set_status(f"done: {len(result.tokens)} tokens scored{cut}", "green")
+        # The figures first, then "done": whoever reads "done" finds them drawn.
         self.view.show_result(result)
+        self._show_token(0)
+        self._set_status(f"done: {len(result.tokens)} tokens scored{cut}", "green")
         self.view.focus()
 
     def _fail(self, error: str) -> None:
@@ -419,11 +421,15 @@ class ShiftScreen(Screen[None]):
 
     @on(ShiftView.Moved)
     def _moved(self, message: ShiftView.Moved) -> None:
+        self._show_token(message.index)
+
+    def _show_token(self, index: int) -> None:
+        """The token at `index` in detail, and the figures with their caret there."""
         result = self.result
         if result is None or not result.tokens:
             return
-        self.query_one("#shift-token", Static).update(token_detail(result, message.index))
-        self.query_one("#shift-summary", Static).update(summary_text(result, message.index))
+        self.query_one("#shift-token", Static).update(token_detail(result, index))
+        self.query_one("#shift-summary", Static).update(summary_text(result, index))
 
     # -- frame ------------------------------------------------------------------------------
 
