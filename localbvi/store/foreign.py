@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localbvi.errors import RefError, printable, shorten
+from localbvi.errors import RefError
 from localbvi.store.naming import FOREIGN_PREFIXES as _PREFIXES
-from localbvi.store.naming import Tool, guess_quant, is_foreign_ref
+from localbvi.store.naming import Tool, guess_quant, is_foreign_ref, user_text
 
 __all__ = [
     "MAX_ENTRIES",
@@ -105,10 +105,6 @@ class ForeignModel:
 def tool_label(source: str) -> str | None:
     """The tool's name ("Ollama") for a model's `source`; None when it is no other tool."""
     return TOOLS.get(source)  # type: ignore[call-overload, no-any-return]
-
-
-def _shown(text: str, limit: int = 100) -> str:
-    return shorten(printable(text), limit)
 
 
 # --- where each tool keeps its models --------------------------------------------------------
@@ -382,7 +378,7 @@ def _split_ref(ref: str) -> tuple[Tool, str]:
     for prefix, tool in _PREFIXES.items():
         if text.lower().startswith(prefix):
             return tool, text[len(prefix) :]
-    raise RefError(f"'{_shown(ref)}' is not another tool's model")
+    raise RefError(f"'{user_text(ref, 100)}' is not another tool's model")
 
 
 def _where(tool: Tool) -> str:
@@ -392,7 +388,7 @@ def _where(tool: Tool) -> str:
 
 def _not_found(ref: str, tool: Tool) -> RefError:
     return RefError(
-        f"{_shown(ref)} is not among {_where(tool)}; `localbvi models` lists the models "
+        f"{user_text(ref, 100)} is not among {_where(tool)}; `localbvi models` lists the models "
         "other tools downloaded"
     )
 
@@ -425,7 +421,7 @@ def find(ref: str) -> ForeignModel:
         parts = _ollama_parts(name)
         if parts is None:
             raise RefError(
-                f"'{_shown(ref)}' is not an Ollama model name: use ollama:NAME[:TAG] as "
+                f"'{user_text(ref, 100)}' is not an Ollama model name: use ollama:NAME[:TAG] as "
                 "`ollama list` shows it (e.g. ollama:llama3.2:1b)"
             )
         for root in locations(tool):
@@ -444,7 +440,7 @@ def find(ref: str) -> ForeignModel:
     ):
         shape = "PUBLISHER/REPO/FILE.gguf" if tool == "lmstudio" else "FILE.gguf"
         raise RefError(
-            f"'{_shown(ref)}' does not name a model the way {TOOLS[tool]} keeps it: use "
+            f"'{user_text(ref, 100)}' does not name a model the way {TOOLS[tool]} keeps it: use "
             f"{_PREFIX_OF[tool]}{shape}"
         )
     for root in locations(tool):
@@ -476,6 +472,6 @@ def refusal(tool: Tool, what: str, name: str | None = None) -> str:
     """The one line `localbvi rm` answers for another tool's model."""
     how = _HOW_TO_DELETE[tool].format(name=name or what)
     return (
-        f"{_shown(what)} belongs to {TOOLS[tool]}, and localbvi never deletes another tool's "
-        f"models: nothing was removed. To free its space, {how}"
+        f"{user_text(what, 100)} belongs to {TOOLS[tool]}, and localbvi never deletes another "
+        f"tool's models: nothing was removed. To free its space, {how}"
     )

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from localbvi.errors import HubError, printable, shorten
+from localbvi.errors import HubError
 from localbvi.store import auth, hub
-from localbvi.store.refs import guess_quant, split_parts
+from localbvi.store.naming import guess_quant, split_parts, user_text
 
 if TYPE_CHECKING:
     import httpx2
@@ -59,10 +59,6 @@ SEARCH_WORKERS = 4
 def is_repo_id(text: str) -> bool:
     """Whether `text` is a Hub model id (`org/name`), safe to put in a URL path."""
     return bool(hub.REPO_RE.fullmatch(text)) and ".." not in text
-
-
-def _shown(text: object, limit: int = 80) -> str:
-    return shorten(printable(str(text)), limit)
 
 
 class HubNotFoundError(HubError):
@@ -267,13 +263,13 @@ def quant_options(files: Sequence[tuple[str, int]]) -> list[QuantOption]:
 
 def _bad_answer(what: str, problem: str) -> str:
     return (
-        f"{_shown(hub.hub_endpoint())} did not answer like the Hugging Face Hub for {what}: "
+        f"{user_text(hub.hub_endpoint())} did not answer like the Hugging Face Hub for {what}: "
         f"{problem}; check HF_ENDPOINT and any proxy"
     )
 
 
 def _http_problem(status: int, code: str | None, what: str, repo: str | None) -> HubError:
-    endpoint = _shown(hub.hub_endpoint())
+    endpoint = user_text(hub.hub_endpoint())
     if code == "RepoNotFound" or (status == 404 and repo is not None):
         return HubNotFoundError(
             f"{repo or what} was not found on {endpoint}: check the spelling (org/name); "
@@ -304,8 +300,8 @@ def _http_problem(status: int, code: str | None, what: str, repo: str | None) ->
 def _network_problem(exc: Exception, what: str) -> HubError:
     import httpx2
 
-    endpoint = _shown(hub.hub_endpoint())
-    detail = _shown(f"{type(exc).__name__}: {exc}", 100)
+    endpoint = user_text(hub.hub_endpoint())
+    detail = user_text(f"{type(exc).__name__}: {exc}", 100)
     if isinstance(exc, httpx2.ProxyError):
         return HubError(
             f"the proxy failed while asking {endpoint} for {what} ({detail}): check "
@@ -326,7 +322,7 @@ def _network_problem(exc: Exception, what: str) -> HubError:
     proxy = _proxy_for(hub.hub_endpoint())
     if proxy is not None:
         return HubError(
-            f"cannot reach {endpoint} for {what} through the proxy {_shown(proxy, 60)} "
+            f"cannot reach {endpoint} for {what} through the proxy {user_text(proxy, 60)} "
             f"({detail}): check that proxy (HTTPS_PROXY / HTTP_PROXY), or list the Hub's host "
             "in NO_PROXY if it needs none"
         )
@@ -362,7 +358,7 @@ def _checked_endpoint() -> str:
         ok = False
     if not ok:
         raise HubError(
-            f"HF_ENDPOINT is {_shown(endpoint)!r}, not an http(s) address like "
+            f"HF_ENDPOINT is {user_text(endpoint)!r}, not an http(s) address like "
             f"{hub.DEFAULT_ENDPOINT}; fix or unset it"
         )
     return endpoint
@@ -468,7 +464,7 @@ class HubApi:
             params["search"] = search
         if filter:
             params["filter"] = filter
-        what = "a model search" if search else f"models tagged {_shown(filter)}"
+        what = "a model search" if search else f"models tagged {user_text(str(filter))}"
         data, _ = self._get_json("/api/models", what, params=params)
         rows = _parse_listing(data, what)
         return sorted(rows, key=lambda r: -r.downloads)[: max(1, min(limit, MAX_LIMIT))]
@@ -503,7 +499,7 @@ def _netloc(url: str) -> str:
 
 def _check_repo(repo: str) -> None:
     if not is_repo_id(repo):
-        raise HubError(f"'{_shown(repo)}' is not a Hub repository name (org/name)")
+        raise HubError(f"'{user_text(repo)}' is not a Hub repository name (org/name)")
 
 
 def _read_capped(response: httpx2.Response, cap: int, what: str, *, quiet: bool = False) -> bytes:
