@@ -7,7 +7,7 @@ pair, checking the figures shown against the domain's own `run_shift`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from textual.pilot import Pilot
 
 from localbvi.engine.fake import DEFAULT_SCORE_RANKS, FakeEngine
-from localbvi.engine.types import Alternative, Event, LoadConfig, Message, Sampling, TokenEvent
+from localbvi.engine.types import LoadConfig, Message
 from localbvi.lab.shift import category, run_shift
 from localbvi.tui import LocalbviApp, make_app
 from localbvi.tui.screens.compare import CompareScreen
@@ -23,7 +23,15 @@ from localbvi.tui.screens.shift import ShiftScreen
 from localbvi.tui.services import StaticServices
 from localbvi.tui.state import AppSettings, ModelChoice
 from localbvi.tui.widgets.shift_view import ShiftView
-from tests.helpers import BASE, INSTRUCT, notifications, screen_text, track_notifications
+from tests.helpers import (
+    BASE,
+    INSTRUCT,
+    ProbsFakeEngine,
+    fake_pair,
+    notifications,
+    screen_text,
+    track_notifications,
+)
 from tests.helpers import wait_until as _wait_until
 
 SIZE = (130, 40)
@@ -36,22 +44,8 @@ async def wait_until(
     await _wait_until(pilot, condition, timeout, what)
 
 
-class AltFakeEngine(FakeEngine):
-    """A FakeEngine whose chat tokens carry alternatives (the instruct model's top-k)."""
-
-    def chat(self, messages: Sequence[Message], sampling: Sampling) -> Iterator[Event]:
-        for event in super().chat(messages, sampling):
-            if isinstance(event, TokenEvent) and sampling.top_probs:
-                event = TokenEvent(
-                    event.text,
-                    event.id,
-                    (Alternative(event.text, event.id, 0.7), Alternative(" alt1", 5001, 0.2)),
-                )
-            yield event
-
-
 def build_app(services: StaticServices | None = None, **engine_kwargs: Any) -> LocalbviApp:
-    engine = AltFakeEngine(**engine_kwargs)
+    engine = ProbsFakeEngine(**engine_kwargs)
     app = make_app(
         lambda: engine,
         model_ref=INSTRUCT.path,
@@ -59,13 +53,6 @@ def build_app(services: StaticServices | None = None, **engine_kwargs: Any) -> L
         check_online=False,
     )
     return track_notifications(app)
-
-
-def fake_pair(**kwargs: Any) -> tuple[FakeEngine, FakeEngine]:
-    base, instruct = AltFakeEngine(**kwargs), AltFakeEngine(**kwargs)
-    base.load(str(BASE.path), LoadConfig())
-    instruct.load(str(INSTRUCT.path), LoadConfig())
-    return base, instruct
 
 
 async def open_shift(pilot: Pilot[Any], app: LocalbviApp, screen: ShiftScreen) -> ShiftScreen:
@@ -143,7 +130,7 @@ async def test_from_compare_the_answer_is_coloured_with_figures_and_alternatives
         # The first token is selected: its detail shows the base model's choices.
         assert "token 1 of 12: 'Sure'" in detail(screen)
         assert "rank in the base model: 1" in detail(screen)
-        assert "instruct prob 70.0%" in detail(screen)
+        assert "instruct prob 60.0%" in detail(screen)
 
 
 async def test_keys_and_clicks_move_between_tokens() -> None:
@@ -323,9 +310,9 @@ async def test_escape_cancels_the_answer_then_closes() -> None:
 
 async def test_a_mismatched_vocabulary_is_refused_in_words() -> None:
     app = build_app()
-    base = AltFakeEngine(vocab_name="llama")
+    base = ProbsFakeEngine(vocab_name="llama")
     base.load(str(BASE.path), LoadConfig())
-    instruct = AltFakeEngine(vocab_name="gemma")
+    instruct = ProbsFakeEngine(vocab_name="gemma")
     instruct.load(str(INSTRUCT.path), LoadConfig())
     async with app.run_test(size=SIZE) as pilot:
         screen = await scored(pilot, app, base, instruct)
