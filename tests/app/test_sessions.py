@@ -50,7 +50,8 @@ async def test_a_chat_is_saved_as_it_goes(fake_app: AppFactory) -> None:
 
 
 async def test_an_escape_cancelled_reply_is_saved_as_cancelled(fake_app: AppFactory) -> None:
-    app = fake_app(stop_after_script=False, tokens_per_s=200)
+    # Slow enough that escape catches the reply even on a loaded machine.
+    app = fake_app(stop_after_script=False, tokens_per_s=20)
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.model is not None)
         await pilot.press(*"Hello", "enter")
