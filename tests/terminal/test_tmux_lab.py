@@ -213,14 +213,16 @@ def test_compare_three_columns(lab: Tmux) -> None:
 def test_token_shift_view(lab: Tmux) -> None:
     """f9 after the compare run: the three percentages (≈100 % together), → moves the
     selected token and the alternatives panel follows, escape closes."""
+    figures_re = re.compile(
+        r"(\d+) tokens:\s+unshifted ([\d.]+) % \((\d+)\)\s+marginal ([\d.]+) % \((\d+)\)"
+        r"\s+shifted ([\d.]+) % \((\d+)\)"
+    )
     lab.send("F9")
     wait_until(lambda: "tokens scored" in lab.screen(), 240, "the shift figures", lab)
+    # The terminal may show the status line a frame before the panels: wait for the figures.
+    wait_until(lambda: figures_re.search(lab.screen()) is not None, 30, "the figures", lab)
     screen = _no_traceback(lab.screen())
-    figures = re.search(
-        r"(\d+) tokens:\s+unshifted ([\d.]+) % \((\d+)\)\s+marginal ([\d.]+) % \((\d+)\)"
-        r"\s+shifted ([\d.]+) % \((\d+)\)",
-        screen,
-    )
+    figures = figures_re.search(screen)
     assert figures is not None, screen
     n, u, nu, m, nm, s, ns = figures.groups()
     assert abs(float(u) + float(m) + float(s) - 100) <= 0.3, figures.group(0)
@@ -230,14 +232,18 @@ def test_token_shift_view(lab: Tmux) -> None:
         """The selected token and the base model's alternatives (the right column)."""
         return _columns(screen)[-1]
 
-    first = panel(screen)
-    assert f"token 1 of {n}:" in first and "%" in first, first
-    lab.send("Right")
-    wait_until(lambda: f"token 2 of {n}:" in lab.screen(), 30, "the next token", lab)
-    second = panel(_no_traceback(lab.screen()))
-
     def alternatives(panel_text: str) -> list[str]:
         return [line for line in panel_text.splitlines() if "%  " in line]
+
+    def shows_token(i: int) -> bool:
+        now = panel(lab.screen())
+        return f"token {i} of {n}:" in now and bool(alternatives(now))
+
+    wait_until(lambda: shows_token(1), 30, "the first token's alternatives", lab)
+    first = panel(_no_traceback(lab.screen()))
+    lab.send("Right")
+    wait_until(lambda: shows_token(2), 30, "the next token's alternatives", lab)
+    second = panel(_no_traceback(lab.screen()))
 
     assert alternatives(second) and alternatives(second) != alternatives(first), second
 
