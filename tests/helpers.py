@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from textual.pilot import Pilot
 
     from localbvi.tui import LocalbviApp
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 from localbvi.engine.fake import FakeEngine
 from localbvi.engine.types import Alternative, Event, Message, Sampling, TokenEvent
 from localbvi.tui.state import AppSettings, ModelChoice
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root (the app runs from here in the terminal tests)."""
 
 SIZE = (100, 32)
 """Fixed terminal size of every Pilot and snapshot test under tests/app."""
@@ -286,3 +289,38 @@ def real_app(model: Path | None, mode: str | None = None, **settings: object) ->
         check_online=False,
     )
     return track_notifications(app)
+
+
+# -- the real program in tmux (tests/terminal) ---------------------------------------------
+
+
+class Tmux:
+    """A private tmux server (its own socket, so it inherits this test's environment)."""
+
+    def __init__(self, socket: str) -> None:
+        self.socket = socket
+
+    def run(self, *args: str) -> str:
+        out = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True
+        )
+        return out.stdout
+
+    def send(self, *keys: str) -> None:
+        self.run("send-keys", "-t", "app", *keys)
+
+    def type(self, text: str) -> None:
+        self.run("send-keys", "-t", "app", "-l", text)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "app")
+
+    def alternate_on(self) -> bool:
+        return self.run("display-message", "-p", "-t", "app", "#{alternate_on}").strip() == "1"
+
+
+def wait_until_on_screen(
+    condition: Callable[[], bool], timeout: float, what: str, tmux: Tmux
+) -> None:
+    """Poll instead of sleeping; on timeout show what the terminal had."""
+    wait_for(condition, timeout, what, interval=0.1, detail=lambda: f"screen:\n{tmux.screen()}")

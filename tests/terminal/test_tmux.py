@@ -7,50 +7,19 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_for
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, Tmux
+from tests.helpers import wait_until_on_screen as wait_until
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(240),
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
 ]
-
-
-class Tmux:
-    """A private tmux server (its own socket, so it inherits this test's environment)."""
-
-    def __init__(self, socket: str) -> None:
-        self.socket = socket
-
-    def run(self, *args: str) -> str:
-        out = subprocess.run(
-            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True
-        )
-        return out.stdout
-
-    def send(self, *keys: str) -> None:
-        self.run("send-keys", "-t", "app", *keys)
-
-    def type(self, text: str) -> None:
-        self.run("send-keys", "-t", "app", "-l", text)
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-p", "-t", "app")
-
-    def alternate_on(self) -> bool:
-        return self.run("display-message", "-p", "-t", "app", "#{alternate_on}").strip() == "1"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, tmux: Tmux) -> None:
-    """Poll instead of sleeping; on timeout show what the terminal had."""
-    wait_for(condition, timeout, what, interval=0.1, detail=lambda: f"screen:\n{tmux.screen()}")
 
 
 def _reply_text(screen: str) -> str:

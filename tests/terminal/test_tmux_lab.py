@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.terminal.test_tmux import REPO, Tmux, wait_until
+from tests.helpers import REPO, Tmux
+from tests.helpers import wait_until_on_screen as wait_until
 
 pytestmark = [
     pytest.mark.slow,
